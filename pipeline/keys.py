@@ -1,0 +1,72 @@
+"""Deterministic ids and keys: a re-run computes the same names and finds its own work.
+
+Invoice numbers come from the customer's ERP and may hold anything; every key
+built from them goes through ``safe_component`` so no customer data can
+traverse directories or inject characters into file names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from datetime import date
+
+__all__ = ["safe_component", "digest", "batch_id", "pdf_key", "delivery_key",
+           "idempotency_key", "message_id", "extract_id"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def safe_component(value: str) -> str:
+    """A file-name-safe, reversible rendering of ``value`` (percent-style escapes).
+
+    Only ``[A-Za-z0-9_-]`` pass through; dots are escaped too so that ``..``
+    can never appear.
+    """
+    if not value:
+        raise ValueError("an empty value cannot name a file")
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), value)
+
+
+def digest(*parts: str) -> str:
+    """Hex sha256 of parts joined unambiguously."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def extract_id(invoice_numbers: Iterable[str]) -> str:
+    """Short id of an extract: the same invoices give the same id."""
+    return digest(*sorted(invoice_numbers))[:12]
+
+
+def batch_id(invoice_numbers: Iterable[str]) -> str:
+    """Id of a batch, from the invoice numbers it holds."""
+    return "b-" + digest(*invoice_numbers)[:12]
+
+
+def _period(issue_date: date) -> str:
+    return f"{issue_date:%Y/%m}"
+
+
+def pdf_key(invoice_number: str, issue_date: date) -> str:
+    """Archive key of an invoice's PDF."""
+    return f"invoices/{_period(issue_date)}/{safe_component(invoice_number)}.pdf"
+
+
+def delivery_key(channel: str, name: str) -> str:
+    """Archive key of a delivered file (an .eml, a print file, an EDI record)."""
+    return f"deliveries/{safe_component(channel)}/{name}"
+
+
+def idempotency_key(invoice_number: str, channel: str) -> str:
+    """Ledger key: one delivery per invoice and channel, ever."""
+    return f"{channel}:{invoice_number}"
+
+
+def message_id(invoice_number: str, pdf_sha256: str, domain: str) -> str:
+    """Deterministic RFC 5322 Message-ID: a re-sent message is recognisably the same."""
+    return f"<{digest(invoice_number, pdf_sha256)[:32]}@{domain}>"

@@ -1,0 +1,124 @@
+"""The one settings object.
+
+Sources, highest priority first: keyword arguments > environment variables
+``INVOICES_<SECTION>__<FIELD>`` > a user TOML file (``INVOICES_CONFIG``) > the
+embedded ``configs/default.toml``. Secrets come only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
+           "IngestSettings", "PROJECT_ROOT", "DEFAULT_CONFIG"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
+
+
+class SellerSettings(BaseModel):
+    """The issuing company: configuration, never extract data."""
+
+    legal_name: str = Field(description="Registered name printed on every invoice.")
+    siren: str = Field(pattern=r"^\d{9}$", description="9-digit SIREN.")
+    vat_id: str = Field(description="Intra-EU VAT number.")
+    address_line1: str = Field(description="Street address.")
+    postcode: str = Field(description="Postcode.")
+    city: str = Field(description="City.")
+    country: str = Field(default="FR", pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2.")
+    rcs: str = Field(description="Trade register mention, e.g. 'RCS Paris 732 829 320'.")
+    share_capital: str = Field(description="Share capital as printed.")
+    iban: str = Field(description="IBAN for payment by transfer.")
+    bic: str = Field(description="BIC of the bank.")
+    email: str = Field(description="Sender address of invoice emails.")
+    late_penalty_rate: str = Field(description="Late-payment penalty rate as printed.")
+    recovery_indemnity: Decimal = Field(
+        default=Decimal("40.00"), description="Fixed recovery indemnity (art. D441-5), EUR.")
+
+
+class RenderSettings(BaseModel):
+    """How documents are rendered."""
+
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
+                         description="Render worker processes; 1 renders in-process.")
+    batch_size: int = Field(default=50, ge=1, le=5000,
+                            description="Invoices per render/delivery batch.")
+    templates_dir: Path = Field(default=PROJECT_ROOT / "templates",
+                                description="Root of the Jinja templates and assets.")
+
+
+class IngestSettings(BaseModel):
+    """Extract reading."""
+
+    error_rows: int = Field(default=5, ge=1, description="Offending rows quoted in an error.")
+
+
+class ArchiveSettings(BaseModel):
+    """Where artifacts are archived; unset means ``<home>/archive``."""
+
+    url: str | None = Field(default=None, description="A local path (S3 comes later).")
+
+
+class LedgerSettings(BaseModel):
+    """The delivery ledger database; unset means SQLite in the home directory."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL.")
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline can be told, with the embedded defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="INVOICES_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    home: Path = Field(default=Path("var"), description="Directory for every output of a run.")
+    seller: SellerSettings
+    render: RenderSettings = RenderSettings()
+    ingest: IngestSettings = IngestSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    ledger: LedgerSettings = LedgerSettings()
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def archive_dir(self) -> Path:
+        """The local archive root."""
+        return Path(self.archive.url) if self.archive.url else self.home / "archive"
+
+    @property
+    def ledger_url(self) -> str:
+        """The SQLAlchemy URL of the delivery ledger."""
+        return self.ledger.url or f"sqlite:///{self.home / 'ledger.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files: list[Path] = [DEFAULT_CONFIG]
+        if user_file := os.environ.get("INVOICES_CONFIG"):
+            files.append(Path(user_file))
+        # Later files take priority in TomlConfigSettingsSource's deep merge.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files))
+
+    def as_worker_dict(self) -> dict[str, Any]:
+        """A plain, picklable form for render workers."""
+        return self.model_dump(mode="json")
