@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
@@ -21,7 +21,7 @@ from pydantic_settings import (
 )
 
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
-           "IngestSettings", "PROJECT_ROOT", "DEFAULT_CONFIG"]
+           "IngestSettings", "ValidationSettings", "PROJECT_ROOT", "DEFAULT_CONFIG"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
@@ -64,6 +64,14 @@ class IngestSettings(BaseModel):
     error_rows: int = Field(default=5, ge=1, description="Offending rows quoted in an error.")
 
 
+class ValidationSettings(BaseModel):
+    """Which rules run and how hard they bite."""
+
+    rules: dict[str, Literal["error", "warning", "off"]] = Field(
+        default_factory=dict,
+        description="Per reason code: 'error' rejects, 'warning' lists, 'off' skips.")
+
+
 class ArchiveSettings(BaseModel):
     """Where artifacts are archived; unset means ``<home>/archive``."""
 
@@ -86,6 +94,7 @@ class Settings(BaseSettings):
     seller: SellerSettings
     render: RenderSettings = RenderSettings()
     ingest: IngestSettings = IngestSettings()
+    validation: ValidationSettings = ValidationSettings()
     archive: ArchiveSettings = ArchiveSettings()
     ledger: LedgerSettings = LedgerSettings()
 
