@@ -1,0 +1,98 @@
+"""The nightly billing flow: ingest -> validate -> batches -> render -> deliver -> report.
+
+No business logic lives here; each task calls one ``pipeline`` function.
+Render and delivery run per batch as tasks; rendering itself happens in the
+run's worker processes, so a thread per in-flight batch is enough here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline import keys
+from pipeline.archive import archived_numbers
+from pipeline.batching import Batch, plan_batches
+from pipeline.context import RunContext, open_run
+from pipeline.delivery import BatchReport, RenderedBatch, deliver_batch, render_batch
+from pipeline.ingest import ExtractBundle, load_extract
+from pipeline.progress import progress
+from pipeline.report import summarize, write_exceptions, write_summary
+from pipeline.settings import Settings
+from pipeline.validate import Validation, validate
+
+IN_FLIGHT_BATCHES = 4
+
+
+@task(cache_policy=NO_CACHE)
+def ingest(extract_dir: str, settings: Settings) -> ExtractBundle:
+    """Read and check the extract (raises ExtractSchemaError before anything is written)."""
+    return load_extract(extract_dir, settings.ingest.error_rows)
+
+
+@task(cache_policy=NO_CACHE)
+def validate_extract(bundle: ExtractBundle, ctx: RunContext) -> Validation:
+    """Run the rules and write the rejections and the exceptions report."""
+    validation = validate(bundle, ctx.settings.validation.rules, archived_numbers(ctx.storage))
+    write_exceptions(ctx.settings.home / "reports" / ctx.run_id, ctx.run_id, bundle, validation,
+                     ctx.env)
+    return validation
+
+
+@task(cache_policy=NO_CACHE)
+def render(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> RenderedBatch:
+    """Render one batch in the worker processes."""
+    return render_batch(bundle, batch, ctx)
+
+
+@task(cache_policy=NO_CACHE)
+def deliver(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
+    """Deliver, archive and index one rendered batch."""
+    return deliver_batch(rendered, ctx)
+
+
+@flow(name="nightly_billing", task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES))
+def nightly_billing(extract_dir: str, home: str | None = None) -> dict[str, Any]:
+    """Bill one ERP extract end to end; returns the run summary."""
+    started = time.perf_counter()
+    settings = Settings(home=Path(home)) if home else Settings()
+    stages: dict[str, float] = {}
+
+    bundle = ingest(extract_dir, settings)
+    stages["ingest"] = time.perf_counter() - started
+    ctx = open_run(settings, keys.extract_id(bundle.invoices["invoice_number"]))
+    try:
+        mark = time.perf_counter()
+        validation = validate_extract(bundle, ctx)
+        stages["validate"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        batches = plan_batches(validation.accepted, settings.render.batch_size)
+        progress().start("render", validation.accepted.height)
+        progress().start("deliver", validation.accepted.height)
+        reports: list[BatchReport] = []
+        pending: deque[Any] = deque()
+        for batch in batches:
+            pending.append(deliver.submit(render.submit(bundle, batch, ctx), ctx))
+            if len(pending) >= IN_FLIGHT_BATCHES:
+                reports.append(pending.popleft().result())
+        reports.extend(future.result() for future in pending)
+        stages["render_deliver"] = time.perf_counter() - mark
+        stages["render_cpu"] = sum(r.render_s for r in reports)
+        stages["deliver_cpu"] = sum(r.deliver_s for r in reports)
+
+        summary = summarize(ctx.run_id, validation, reports, str(extract_dir),
+                            time.perf_counter() - started, stages)
+        write_summary(settings.home / "reports" / ctx.run_id, summary)
+        create_markdown_artifact(summary.as_markdown(), key="billing-summary",
+                                 description="Nightly billing run summary")
+        return summary.as_dict()
+    finally:
+        ctx.close()

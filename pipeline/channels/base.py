@@ -1,0 +1,72 @@
+"""The channel protocol and the registry that maps a customer's channel to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import jinja2
+
+from pipeline.documents import InvoiceDocument
+from pipeline.settings import SellerSettings
+
+__all__ = ["Outgoing", "Receipt", "DeliveredFile", "ChannelResult", "Channel", "make_channels"]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A rendered document ready to be delivered."""
+
+    doc: InvoiceDocument
+    pdf: bytes
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What happened to one document on its channel."""
+
+    number: str
+    error: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DeliveredFile:
+    """A file a channel produced, archived under ``deliveries/<channel>/<name>``."""
+
+    name: str
+    data: bytes
+    numbers: tuple[str, ...]
+
+
+@dataclass
+class ChannelResult:
+    """Receipts per document and the files produced for the batch."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    files: list[DeliveredFile] = field(default_factory=list)
+
+
+class Channel(Protocol):
+    """Delivers a batch's documents of one channel."""
+
+    name: str
+
+    def send(self, items: list[Outgoing], batch_id: str) -> ChannelResult:
+        """Deliver; a failing document gets an error receipt, the others go on."""
+        ...
+
+
+def make_channels(outbox: Path, seller: SellerSettings,
+                  env: jinja2.Environment) -> dict[str, Channel]:
+    """The embedded-default channels, writing under ``outbox``."""
+    from pipeline.channels.edi import EdiOutbox
+    from pipeline.channels.email import EmailOutbox
+    from pipeline.channels.printfile import PrintOutbox
+
+    edi = EdiOutbox(outbox / "edi", seller)
+    return {"email": EmailOutbox(outbox / "email", seller, env),
+            "print": PrintOutbox(outbox / "print"),
+            "edi": edi, "peppol": edi}

@@ -1,0 +1,1 @@
+"""Rendering: Jinja templates -> HTML -> PDF, in worker processes."""
