@@ -59,7 +59,10 @@ def _decimal_loses_value(column: Column, dtype: pl.DataType) -> bool:
             and (dtype.scale or 0) > (target.scale or 0))
 
 
-def _format_rows(frame: pl.DataFrame) -> str:
+def _format_rows(frame: pl.DataFrame, table: str, column: str) -> str:
+    """The row number, the table's two identifying columns and the offending column."""
+    shown = list(dict.fromkeys(["row", *(c.name for c in TABLES[table][:2]), column]))
+    frame = frame.select([c for c in shown if c in frame.columns])
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_formatting="ASCII_MARKDOWN",
                    tbl_hide_column_data_types=True, fmt_str_lengths=40):
         return "\n".join("    " + line for line in str(frame).splitlines())
@@ -98,7 +101,7 @@ def _load_table(directory: Path, table: str, error_rows: int) -> pl.DataFrame:
             if count:
                 rows = indexed.filter(pl.col(column_name).is_null()).head(error_rows).collect()
                 raise ExtractSchemaError(name, f"{count} null value(s) in a required column",
-                                         column_name, _format_rows(rows))
+                                         column_name, _format_rows(rows, table, column_name))
         for column in TABLES[table]:
             if column.name in schema and _decimal_loses_value(column, schema[column.name]):
                 lossy = indexed.filter(
@@ -107,7 +110,7 @@ def _load_table(directory: Path, table: str, error_rows: int) -> pl.DataFrame:
                 if lossy.height:
                     raise ExtractSchemaError(
                         name, f"values have more decimals than {column.dtype} holds",
-                        column.name, _format_rows(lossy))
+                        column.name, _format_rows(lossy, table, column.name))
         return lazy.select(casts).collect()
     except ExtractSchemaError:
         raise

@@ -1,0 +1,35 @@
+"""Shared fixtures: generated extracts, settings pointing at a temporary home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.ingest import ExtractBundle, load_extract
+from pipeline.sample import generate_extract
+from pipeline.settings import PROJECT_ROOT, Settings
+
+SAMPLE_EXTRACT = PROJECT_ROOT / "sample_data" / "extract"
+INVOICES_CLI = Path(os.environ.get("VIRTUAL_ENV", PROJECT_ROOT / ".venv")) / "bin" / "invoices"
+
+
+@pytest.fixture(scope="session")
+def clean_extract(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated extract with no defect."""
+    out = tmp_path_factory.mktemp("clean") / "extract"
+    generate_extract(out, 60, seed=11)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clean_bundle(clean_extract: Path) -> ExtractBundle:
+    """The clean extract, ingested."""
+    return load_extract(clean_extract)
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    """Settings with a fresh home directory and serial rendering."""
+    return Settings(home=tmp_path / "home", render={"workers": 1, "batch_size": 10})
