@@ -1,0 +1,171 @@
+"""Rendered PDFs say what an invoice must say, and templates cannot misbehave."""
+
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+from babel.numbers import format_currency
+
+from pipeline.documents import InvoiceDocument, Line, build_documents
+from pipeline.errors import RenderError, TemplateError
+from pipeline.executor import ProcessExecutor
+from pipeline.ingest import ExtractBundle
+from pipeline.render.pdf import PdfRenderer
+from pipeline.render.worker import w_render_batch
+from pipeline.settings import PROJECT_ROOT, Settings
+
+TEMPLATES = PROJECT_ROOT / "templates"
+
+
+def pdf_text(pdf: bytes, tmp_path: Path) -> str:
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(pdf)
+    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    return text
+
+
+def squash(text: str) -> str:
+    """Collapse every kind of space (Babel uses narrow no-break spaces)."""
+    return re.sub(r"[\s\u202f\u00a0]+", " ", text)
+
+
+def eur(value: Decimal) -> str:
+    return squash(format_currency(value, "EUR", locale="fr_FR"))
+
+
+@pytest.fixture(scope="module")
+def docs(clean_bundle: ExtractBundle) -> list[InvoiceDocument]:
+    numbers = clean_bundle.invoices["invoice_number"].to_list()
+    return build_documents(clean_bundle, numbers, Settings().seller)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> PdfRenderer:
+    return PdfRenderer(TEMPLATES)
+
+
+def test_invoice_text_has_every_line_totals_and_legal_mentions(docs, renderer, tmp_path) -> None:
+    doc = next(d for d in docs if not d.is_credit_note and 5 <= len(d.lines) <= 15)
+    text = squash(pdf_text(renderer.render(doc), tmp_path))
+    assert f"Facture {doc.number}" in text
+    assert f"SIREN {doc.buyer.siren}" in text and doc.buyer.name in text
+    assert f"SIREN {doc.seller.siren}" in text and doc.seller.vat_id in text
+    for line in doc.lines:
+        assert squash(line.description) in text and line.sku in text
+        assert eur(line.net) in text
+    for row in doc.vat_breakdown:
+        assert eur(row.base) in text and eur(row.vat) in text
+    assert f"Total HT {eur(doc.total_net)}" in text
+    assert f"Total TVA {eur(doc.total_vat)}" in text
+    assert f"Net à payer TTC {eur(doc.total_gross)}" in text
+    assert doc.po_number in text and all(dn in text for dn in doc.delivery_notes)
+    assert f"{doc.issue_date:%d/%m/%Y}" in text and f"{doc.due_date:%d/%m/%Y}" in text
+    for mention in ("indemnité forfaitaire pour frais de recouvrement de 40,00 €",
+                    "L441-10", "pénalités égales à", "IBAN", "RCS Paris", "Page 1 / 1"):
+        assert mention in text, mention
+
+
+def test_credit_note_names_the_invoice_it_corrects(docs, renderer, tmp_path) -> None:
+    doc = next(d for d in docs if d.is_credit_note)
+    text = squash(pdf_text(renderer.render(doc), tmp_path))
+    assert f"Avoir {doc.number}" in text
+    assert f"Facture d'origine {doc.credited_invoice_number}" in text
+
+
+def test_150_lines_paginate_with_repeated_header_and_page_numbers(docs, renderer,
+                                                                    tmp_path) -> None:
+    base = next(d for d in docs if not d.is_credit_note)
+    lines = tuple(replace(base.lines[i % len(base.lines)], line_no=i + 1,
+                          description=f"Article numéro {i + 1:03d}") for i in range(150))
+    doc = replace(base, lines=lines)
+    text = pdf_text(renderer.render(doc), tmp_path)
+    pages = text.split("\f")[:-1]
+    assert len(pages) >= 3
+    for i, page in enumerate(pages, start=1):
+        assert f"Page {i} / {len(pages)}" in page
+        if "Article numéro" in page:  # every page holding lines repeats the table header
+            assert "Désignation" in page and "P.U. HT" in page
+    assert all(f"Article numéro {i:03d}" in text for i in range(1, 151))
+    assert sum("Article numéro" in page for page in pages) >= 3
+
+
+def test_customer_data_is_escaped(docs, renderer, tmp_path) -> None:
+    evil = "<script>alert(1)</script> & Fils"
+    doc = replace(docs[0], buyer=replace(docs[0].buyer, name=evil))
+    html = renderer.html(doc)
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Fils" in html
+    assert evil in pdf_text(renderer.render(doc), tmp_path)
+
+
+def test_same_document_same_bytes_in_any_process(docs, renderer) -> None:
+    doc = docs[3]
+    local = renderer.render(doc)
+    assert renderer.render(doc) == local
+    executor = ProcessExecutor(1)
+    try:
+        [remote] = executor.submit(w_render_batch, [doc], str(TEMPLATES)).result()
+    finally:
+        executor.shutdown()
+    assert remote.pdf == local
+
+
+@pytest.fixture()
+def editable_templates(tmp_path: Path) -> Path:
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, copy)
+    return copy
+
+
+def _edit(templates: Path, name: str, old: str, new: str) -> None:
+    path = templates / name
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+def test_undefined_variable_names_template_and_line(docs, editable_templates) -> None:
+    _edit(editable_templates, "invoice.html", "{% block heading %}Facture{% endblock %}",
+          "{% block heading %}Facture {{ doc.purchase_ref }}{% endblock %}")
+    with pytest.raises(TemplateError, match=r"invoice\.html:2: .*purchase_ref"):
+        PdfRenderer(editable_templates).render(next(d for d in docs if not d.is_credit_note))
+
+
+def test_sandbox_blocks_python_internals(docs, editable_templates) -> None:
+    _edit(editable_templates, "invoice.html", "{% block heading %}Facture{% endblock %}",
+          "{% block heading %}{{ doc.__class__.__mro__[1].__subclasses__() }}{% endblock %}")
+    with pytest.raises(TemplateError):
+        PdfRenderer(editable_templates).render(next(d for d in docs if not d.is_credit_note))
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "http://127.0.0.1:9/logo.png",
+                                 "../../../../etc/hostname"])
+def test_only_template_assets_may_load(docs, editable_templates, url) -> None:
+    _edit(editable_templates, "base.html", '<img class="logo" src="logo.svg" alt="">',
+          f'<img class="logo" src="{url}" alt="">')
+    with pytest.raises(RenderError, match="resource refused") as err:
+        PdfRenderer(editable_templates).render(docs[0])
+    assert url.lstrip("./") in str(err.value)
+
+
+def test_worker_reports_a_failing_document_and_renders_the_others(docs,
+                                                                   editable_templates) -> None:
+    _edit(editable_templates, "credit_note.html", "{% block heading %}Avoir{% endblock %}",
+          "{% block heading %}{{ missing_name }}{% endblock %}")
+    batch = [next(d for d in docs if d.is_credit_note), next(d for d in docs
+                                                             if not d.is_credit_note)]
+    failed, ok = w_render_batch(batch, str(editable_templates))
+    assert failed.pdf is None and "missing_name" in (failed.error or "")
+    assert ok.pdf is not None and ok.error is None
+
+
+def test_documents_compute_totals_with_decimal(docs) -> None:
+    for doc in docs:
+        assert doc.total_net == sum((ln.net for ln in doc.lines), Decimal("0"))
+        assert doc.total_gross == doc.total_net + doc.total_vat
+        assert all(isinstance(ln.net, Decimal) for ln in doc.lines)
+        assert doc.total_net.as_tuple().exponent == -2
