@@ -49,6 +49,8 @@ def build_message(item: Outgoing, seller: SellerSettings, env: jinja2.Environmen
     message.set_content(render_template(env, f"emails/{lang}/body.txt", **context))
     message.add_attachment(item.pdf, maintype="application", subtype="pdf",
                            filename=f"{keys.safe_component(doc.number)}.pdf")
+    # "=_" cannot occur in quoted-printable or base64 bodies, so this fixed boundary is safe.
+    message.set_boundary(f"=_{keys.digest(doc.number, item.sha256)[:32]}")
     return message.as_bytes()
 
 

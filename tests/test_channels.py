@@ -1,0 +1,102 @@
+"""Channels write what a recipient or a print house expects, and nothing dangerous."""
+
+import email
+import hashlib
+import io
+import json
+from dataclasses import replace
+from email.policy import default
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from pipeline.channels.base import Outgoing
+from pipeline.channels.edi import INTERIM_FORMAT, EdiOutbox
+from pipeline.channels.email import EmailOutbox, build_message
+from pipeline.channels.printfile import PrintOutbox
+from pipeline.documents import InvoiceDocument, build_documents
+from pipeline.render.pdf import PdfRenderer
+from pipeline.render.templates import make_environment
+from pipeline.settings import PROJECT_ROOT, Settings
+
+TEMPLATES = PROJECT_ROOT / "templates"
+SELLER = Settings().seller
+
+
+@pytest.fixture(scope="module")
+def outgoing(clean_bundle) -> list[Outgoing]:
+    numbers = clean_bundle.invoices["invoice_number"].to_list()[:4]
+    renderer = PdfRenderer(TEMPLATES)
+    items = []
+    for doc in build_documents(clean_bundle, numbers, SELLER):
+        pdf = renderer.render(doc)
+        items.append(Outgoing(doc, pdf, hashlib.sha256(pdf).hexdigest()))
+    return items
+
+
+def _as(item: Outgoing, **changes) -> Outgoing:
+    return replace(item, doc=replace(item.doc, **changes))
+
+
+@pytest.mark.parametrize(("lang", "subject"), [("fr", "Facture"), ("en", "Invoice"),
+                                                ("de", "Rechnung")])
+def test_email_is_localized_with_pdf_attached(outgoing, lang, subject) -> None:
+    item = _as(outgoing[0], language=lang, email="a@client.example, b@client.example",
+               invoice_type="invoice")
+    message = email.message_from_bytes(build_message(item, SELLER, make_environment(TEMPLATES)),
+                                       policy=default)
+    assert message["Subject"].startswith(f"{subject} {item.doc.number}")
+    assert [a.addr_spec for a in message["To"].addresses] == ["a@client.example",
+                                                              "b@client.example"]
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content() == item.pdf
+    assert attachment.get_filename() == f"{item.doc.number}.pdf"
+    assert message["Message-ID"].endswith("@atelier-numerique.example>")
+
+
+def test_email_is_deterministic(outgoing) -> None:
+    env = make_environment(TEMPLATES)
+    item = _as(outgoing[0], email="a@client.example")
+    assert build_message(item, SELLER, env) == build_message(item, SELLER, env)
+
+
+@pytest.mark.parametrize("address", ["a@client.example\nBcc: victim@evil.example",
+                                     "a@client.example\r\nSubject: spam"])
+def test_newline_in_address_is_refused_not_written(outgoing, tmp_path, address) -> None:
+    outbox = EmailOutbox(tmp_path, SELLER, make_environment(TEMPLATES))
+    result = outbox.send([_as(outgoing[0], email=address)], "b-test")
+    assert result.receipts[0].error and not result.files
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_customer_name_cannot_break_headers_or_file_names(outgoing, tmp_path) -> None:
+    item = _as(outgoing[0], email="a@client.example", number="FA/../../etc\npasswd")
+    outbox = EmailOutbox(tmp_path, SELLER, make_environment(TEMPLATES))
+    result = outbox.send([item], "b-test")
+    [written] = list(tmp_path.iterdir())
+    assert written.parent == tmp_path and "/" not in written.name and "\n" not in written.name
+    message = email.message_from_bytes(result.files[0].data, policy=default)
+    assert "\n" not in message["Subject"]
+
+
+def test_print_file_merges_pages_with_a_manifest(outgoing, tmp_path) -> None:
+    result = PrintOutbox(tmp_path).send(outgoing, "b-print")
+    pdf_file = next(f for f in result.files if f.name.endswith(".pdf"))
+    csv_file = next(f for f in result.files if f.name.endswith(".csv"))
+    merged = PdfReader(io.BytesIO(pdf_file.data))
+    expected = sum(len(PdfReader(io.BytesIO(i.pdf)).pages) for i in outgoing)
+    assert len(merged.pages) == expected
+    rows = csv_file.data.decode().splitlines()
+    assert rows[0].startswith("sequence,invoice_number")
+    assert [r.split(",")[1] for r in rows[1:]] == [i.doc.number for i in outgoing]
+    assert (tmp_path / pdf_file.name).read_bytes() == pdf_file.data
+
+
+def test_edi_interim_record_keeps_money_exact(outgoing, tmp_path) -> None:
+    result = EdiOutbox(tmp_path, SELLER).send(outgoing[:1], "b-edi")
+    record = json.loads(result.files[0].data)
+    assert record["format"] == INTERIM_FORMAT
+    doc: InvoiceDocument = outgoing[0].doc
+    assert record["invoice"]["total_gross"] == str(doc.total_gross)
+    assert (tmp_path / f"{doc.number}.pdf").read_bytes() == outgoing[0].pdf
