@@ -110,7 +110,7 @@ def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
               "count": n, "explanation": REGISTRY[code].explanation}
              for code, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     customers = []
-    for (customer_id,), rows in findings.sort("customer_id", "invoice_number", "code").group_by(
+    for (customer_id,), rows in findings.sort("customer_id", "invoice_number", "code", "line_no").group_by(
             "customer_id", maintain_order=True):
         customers.append({"customer_id": customer_id or "(none)",
                           "name": rows["legal_name"][0] or "unknown customer",

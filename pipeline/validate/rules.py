@@ -170,9 +170,10 @@ def delivery_note_unknown(x: RuleInput) -> pl.DataFrame:
 
 @rule("DELIVERY_NOTE_OTHER_PO", "error", "The delivery note was issued for another PO.")
 def delivery_note_other_po(x: RuleInput) -> pl.DataFrame:
-    joined = _only_invoices(x).join(
-        x.bundle.delivery_notes.select("delivery_note_number", dn_po="po_number"),
-        on="delivery_note_number")
+    # Only for a known PO: an unknown PO is reported once by PO_UNKNOWN, not on every line.
+    joined = (_only_invoices(x).join(x.bundle.purchase_orders.select("po_number"), on="po_number")
+              .join(x.bundle.delivery_notes.select("delivery_note_number", dn_po="po_number"),
+                    on="delivery_note_number"))
     return joined.filter(pl.col("dn_po") != pl.col("po_number")).select(
         "invoice_number", "line_no",
         detail=pl.format("delivery note {} belongs to PO {}, not {}", "delivery_note_number",
