@@ -71,22 +71,15 @@ def _po_owner(b: ExtractBundle) -> tuple[ExtractBundle, str]:
                                            customer_id="C99999")), inv["invoice_number"]
 
 
-def _price(b: ExtractBundle) -> tuple[ExtractBundle, str]:
-    number = _first_invoice(b)["invoice_number"]
-    where = (pl.col("invoice_number") == number) & (pl.col("line_no") == 1)
-    lines = b.invoice_lines.with_columns(
-        unit_price=pl.when(where).then(pl.col("unit_price") + Decimal("0.0100"))
-        .otherwise(pl.col("unit_price")).cast(pl.Decimal(18, 4)))
-    return replace(b, invoice_lines=lines), number
-
-
-def _quantity(b: ExtractBundle) -> tuple[ExtractBundle, str]:
-    number = _first_invoice(b)["invoice_number"]
-    where = (pl.col("invoice_number") == number) & (pl.col("line_no") == 1)
-    lines = b.invoice_lines.with_columns(
-        quantity=pl.when(where).then(pl.col("quantity") + Decimal("0.001"))
-        .otherwise(pl.col("quantity")).cast(pl.Decimal(18, 3)))
-    return replace(b, invoice_lines=lines), number
+def _bump_first_line(column: str, delta: str) -> Mutation:
+    def mutate(b: ExtractBundle) -> tuple[ExtractBundle, str]:
+        number = _first_invoice(b)["invoice_number"]
+        where = (pl.col("invoice_number") == number) & (pl.col("line_no") == 1)
+        lines = b.invoice_lines.with_columns(
+            pl.when(where).then(pl.col(column) + Decimal(delta)).otherwise(pl.col(column))
+            .cast(b.invoice_lines.schema[column]).alias(column))
+        return replace(b, invoice_lines=lines), number
+    return mutate
 
 
 def _dn_other_po(b: ExtractBundle) -> tuple[ExtractBundle, str]:
@@ -116,10 +109,10 @@ MUTATIONS: dict[str, Mutation] = {
     "PO_UNKNOWN": _header(po_number="PO-DOES-NOT-EXIST"),
     "PO_OTHER_CUSTOMER": _po_owner,
     "PO_LINE_UNKNOWN": _first_line(po_line_no=999),
-    "PRICE_MISMATCH": _price,
+    "PRICE_MISMATCH": _bump_first_line("unit_price", "0.0100"),
     "DELIVERY_NOTE_UNKNOWN": _first_line(delivery_note_number="BL-NOWHERE"),
     "DELIVERY_NOTE_OTHER_PO": _dn_other_po,
-    "QTY_OVER_DELIVERED": _quantity,
+    "QTY_OVER_DELIVERED": _bump_first_line("quantity", "0.001"),
     "CREDITED_INVOICE_UNKNOWN": _credit_unknown,
 }
 
