@@ -15,7 +15,8 @@ import polars as pl
 import pyarrow as pa
 
 __all__ = ["CENT", "AMOUNT", "UNIT_PRICE", "QUANTITY", "RATE", "round_amount", "line_net",
-           "vat_amount", "vat_breakdown", "decimal_series"]
+           "vat_amount", "vat_breakdown", "decimal_series", "scaled", "line_net_cents",
+           "vat_cents", "cents_to_text"]
 
 CENT = Decimal("0.01")
 
@@ -70,3 +71,40 @@ def decimal_series(name: str, scaled: np.ndarray, scale: int, precision: int = 1
     array = pa.Array.from_buffers(pa.decimal128(precision, scale), len(ints),
                                   [None, pa.py_buffer(words.tobytes())])
     return pl.Series(name, array)
+
+
+# --- The same rules, vectorised over Polars columns, in integer arithmetic ---------------
+# Polars rounds decimals half to even and truncates products to the larger input scale, so
+# the vectorised rules work on exact scaled integers and round half up by hand. A property
+# test checks they agree with the Decimal functions above.
+
+
+def scaled(column: str | pl.Expr) -> pl.Expr:
+    """A canonical-dtype Decimal column as its exact scaled integer (Int128)."""
+    expr = pl.col(column) if isinstance(column, str) else column
+    return expr.to_physical().cast(pl.Int128)
+
+
+def _round_half_up(value: pl.Expr, divisor: int) -> pl.Expr:
+    half = divisor // 2
+    return pl.when(value >= 0).then((value + half) // divisor).otherwise(
+        ((value.abs() + half) // divisor) * -1)
+
+
+def line_net_cents(quantity: str | pl.Expr, unit_price: str | pl.Expr) -> pl.Expr:
+    """Line net amount in cents from Decimal(18,3) quantity and Decimal(18,4) unit price."""
+    return _round_half_up(scaled(quantity) * scaled(unit_price), 100_000).cast(pl.Int64)
+
+
+def vat_cents(base_cents: str | pl.Expr, rate: str | pl.Expr) -> pl.Expr:
+    """VAT in cents of a base in cents at a Decimal(5,2) percent rate."""
+    base = pl.col(base_cents) if isinstance(base_cents, str) else base_cents
+    return _round_half_up(base.cast(pl.Int128) * scaled(rate), 10_000).cast(pl.Int64)
+
+
+def cents_to_text(cents: str | pl.Expr) -> pl.Expr:
+    """Cents as a plain decimal string ('-12.05'), for reports."""
+    value = pl.col(cents) if isinstance(cents, str) else cents
+    sign = pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    return pl.concat_str(sign, (value.abs() // 100).cast(pl.String), pl.lit("."),
+                         (value.abs() % 100).cast(pl.String).str.zfill(2))

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pipeline import money
 from pipeline.money import decimal_series
-from pipeline.schemas import TABLES, polars_schema
+from pipeline.schemas import polars_schema
 
-__all__ = ["generate_extract", "DEFECT_CODES", "SampleReport", "DEFECTS_FILE"]
+__all__ = ["generate_extract", "DEFECT_CODES", "SampleReport", "DEFECTS_FILE", "with_header_totals"]
 
 DEFECTS_FILE = "generator_defects.parquet"
 
@@ -355,6 +356,7 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
         invoice_lines = pl.concat([invoice_lines, credit_lines])
     if extra_customers:
         customers = pl.concat([customers, *extra_customers])
+    invoice_headers = with_header_totals(invoice_headers, invoice_lines)
 
     tables = {
         "customers": customers, "invoices": invoice_headers, "invoice_lines": invoice_lines,
@@ -364,7 +366,7 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
     for name, frame in tables.items():
         schema = polars_schema(name)
         _write(frame.select([pl.col(c) if c in frame.columns else pl.lit(None).alias(c)
-                             for c in schema]).cast(dict(schema)), out / f"{name}.parquet")
+                             for c in schema]).cast(schema), out / f"{name}.parquet")
     truth = pl.DataFrame(
         {"invoice_number": [headers["invoice_number"][k] if kind != "duplicate_number"
                             else h["invoice_number_inv"][k] for k, kind in ground_truth],
@@ -382,7 +384,7 @@ def _credit_notes(rng: np.random.Generator, headers: pl.DataFrame, lines: pl.Dat
     n = len(credited)
     take = np.minimum(n_lines[credited], rng.integers(1, 4, n))
     src = np.concatenate([np.arange(first_line[k], first_line[k] + t)
-                          for k, t in zip(credited, take)])
+                          for k, t in zip(credited, take, strict=True)])
     cn_of_line = np.repeat(np.arange(n), take)
     cn_numbers = pl.Series([f"AV2026-{i + 1:06d}" for i in range(n)])
     lag = rng.integers(1, 10, n).astype("timedelta64[D]")
@@ -405,6 +407,20 @@ def _credit_notes(rng: np.random.Generator, headers: pl.DataFrame, lines: pl.Dat
         delivery_note_number=pl.lit(None, dtype=pl.String),
     )
     return credit_headers, credit_lines
+
+
+def with_header_totals(headers: pl.DataFrame, lines: pl.DataFrame) -> pl.DataFrame:
+    """The totals an ERP prints on the header, by the same EN 16931 rules as ``money``."""
+    per_rate = lines.with_columns(net=money.line_net_cents("quantity", "unit_price")).group_by(
+        "invoice_number", "vat_category", "vat_rate").agg(base=pl.col("net").sum()).with_columns(
+        vat=money.vat_cents("base", "vat_rate"))
+    totals = per_rate.group_by("invoice_number").agg(
+        net=pl.col("base").sum(), vat=pl.col("vat").sum())
+    as_amount = {c: money.cents_to_text(c).cast(money.AMOUNT) for c in ("net", "vat")}
+    return headers.join(totals, on="invoice_number", how="left").with_columns(
+        total_net=as_amount["net"], total_vat=as_amount["vat"],
+        total_gross=money.cents_to_text(pl.col("net") + pl.col("vat")).cast(money.AMOUNT),
+    ).drop("net", "vat")
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:

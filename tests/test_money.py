@@ -44,3 +44,23 @@ def test_decimal_series_is_exact() -> None:
     import numpy as np
     series = money.decimal_series("x", np.array([12345, -250, 0]), 4)
     assert series.to_list() == [Decimal("1.2345"), Decimal("-0.0250"), Decimal("0.0000")]
+
+
+quantities = st.decimals(min_value=Decimal("-999999.999"), max_value=Decimal("999999.999"),
+                         places=3)
+prices = st.decimals(min_value=Decimal("-99999.9999"), max_value=Decimal("99999.9999"), places=4)
+
+
+@given(st.lists(st.tuples(quantities, prices, rates), min_size=1, max_size=20))
+def test_vectorised_rules_agree_with_decimal_rules(lines) -> None:
+    import polars as pl
+    frame = pl.DataFrame(lines, schema={"q": money.QUANTITY, "p": money.UNIT_PRICE,
+                                        "r": money.RATE}, orient="row")
+    nets = frame.select(money.line_net_cents("q", "p")).to_series().to_list()
+    assert nets == [int(money.line_net(q, p) * 100) for q, p, _ in lines]
+    per_rate = frame.with_columns(net=money.line_net_cents("q", "p")).group_by("r").agg(
+        base=pl.col("net").sum()).with_columns(vat=money.vat_cents("base", "r"))
+    for rate, base, vat in per_rate.iter_rows():
+        assert vat == int(money.vat_amount(Decimal(base) / 100, rate) * 100)
+    text = pl.DataFrame({"c": [-1205, 5, 0, 123456]}).select(money.cents_to_text("c"))
+    assert text.to_series().to_list() == ["-12.05", "0.05", "0.00", "1234.56"]
