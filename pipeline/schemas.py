@@ -16,6 +16,7 @@ import polars as pl
 from pipeline import money
 
 __all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "INDEX",
+           "BILLED_LINES",
            "Kind", "CHANNELS", "LANGUAGES", "INVOICE_TYPES"]
 
 Kind = Literal["string", "int", "date", "amount", "unit_price", "quantity", "rate"]
@@ -157,6 +158,11 @@ REJECTIONS = pl.Schema({
     "code": pl.String(),
     "severity": pl.String(),
     "detail": pl.String(),
+    "expected": pl.String(),
+    "actual": pl.String(),
+    "po_number": pl.String(),
+    "delivery_note_number": pl.String(),
+    "amount_at_stake": money.AMOUNT,
 })
 
 # One row per archived invoice.
@@ -170,6 +176,7 @@ INDEX = pl.Schema({
     "total_vat": money.AMOUNT,
     "total_gross": money.AMOUNT,
     "currency": pl.String(),
+    "credited_invoice_number": pl.String(),
     "channel": pl.String(),
     "status": pl.String(),
     "storage_key": pl.String(),
@@ -177,4 +184,12 @@ INDEX = pl.Schema({
     "bytes": pl.Int64(),
     "period": pl.String(),
     "run_id": pl.String(),
+})
+
+# One row per archived invoice line that billed a PO line (for cumulative quantity checks).
+BILLED_LINES = pl.Schema({
+    "invoice_number": pl.String(),
+    "po_number": pl.String(),
+    "po_line_no": pl.Int64(),
+    "quantity": money.QUANTITY,
 })

@@ -21,7 +21,7 @@ from pydantic_settings import (
 )
 
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
-           "IngestSettings", "ValidationSettings", "PROJECT_ROOT", "DEFAULT_CONFIG"]
+           "IngestSettings", "ValidationSettings", "Tolerance", "PROJECT_ROOT", "DEFAULT_CONFIG"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
@@ -64,12 +64,27 @@ class IngestSettings(BaseModel):
     error_rows: int = Field(default=5, ge=1, description="Offending rows quoted in an error.")
 
 
+class Tolerance(BaseModel):
+    """How far an invoiced unit price may stray from the PO price."""
+
+    absolute: Decimal = Field(default=Decimal(0), ge=0, description="In currency units.")
+    percent: Decimal = Field(default=Decimal(0), ge=0, le=100,
+                             description="In percent of the PO price.")
+
+
 class ValidationSettings(BaseModel):
-    """Which rules run and how hard they bite."""
+    """Which rules run, how hard they bite, and their parameters."""
 
     rules: dict[str, Literal["error", "warning", "off"]] = Field(
         default_factory=dict,
         description="Per reason code: 'error' rejects, 'warning' lists, 'off' skips.")
+    price_tolerance: Tolerance = Field(default_factory=Tolerance,
+                                       description="Default unit-price tolerance (none).")
+    customer_tolerances: dict[str, Tolerance] = Field(
+        default_factory=dict, description="Per customer_id, overrides price_tolerance.")
+    vat_rates: dict[str, list[Decimal]] = Field(
+        default_factory=lambda: {"FR": [Decimal(r) for r in ("20", "10", "5.5", "2.1", "0")]},
+        description="VAT rates (percent) allowed per seller country.")
 
 
 class ArchiveSettings(BaseModel):
@@ -126,7 +141,8 @@ class Settings(BaseSettings):
         if user_file := os.environ.get("INVOICES_CONFIG"):
             files.append(Path(user_file))
         # Later files take priority in TomlConfigSettingsSource's deep merge.
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files))
+        return (init_settings, env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=files))
 
     def as_worker_dict(self) -> dict[str, Any]:
         """A plain, picklable form for render workers."""

@@ -1,18 +1,27 @@
-"""validate(bundle) -> Validation: accepted invoices and the rows that explain rejections."""
+"""validate(bundle) -> Validation: accepted invoices, and every finding with its reason.
+
+Rules live in four themed modules (numbering, parties, matching, amounts)
+and register themselves; this module prepares what they share (lines joined
+to headers, EN 16931 totals, the archive's history) and runs them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from datetime import date
 
 import polars as pl
 
+from pipeline import money
 from pipeline.ingest import ExtractBundle
-from pipeline.schemas import REJECTIONS
-from pipeline.validate import rules as _rules  # noqa: F401  (registers the rules)
-from pipeline.validate.registry import REGISTRY, Rule, RuleInput
+from pipeline.schemas import BILLED_LINES, INDEX, REJECTIONS
+from pipeline.settings import SellerSettings, ValidationSettings
+from pipeline.validate import amounts, matching, numbering, parties  # noqa: F401  (register)
+from pipeline.validate.registry import REGISTRY, History, Rule, RuleInput
 
-__all__ = ["Validation", "validate", "REGISTRY", "Rule"]
+__all__ = ["Validation", "validate", "compute_totals", "REGISTRY", "Rule", "History",
+           "empty_history"]
 
 
 @dataclass(frozen=True)
@@ -22,57 +31,99 @@ class Validation:
     accepted: pl.DataFrame
     findings: pl.DataFrame
     input_invoices: int
-
-    @property
-    def rejected_numbers(self) -> pl.Series:
-        """Invoice numbers with at least one error finding."""
-        return self.findings.filter(pl.col("severity") == "error")["invoice_number"].unique()
+    rule_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
         """Invoice header rows rejected (a duplicated number counts every copy)."""
         return self.input_invoices - self.accepted.height
 
-    def counts_by_rule(self) -> dict[str, int]:
-        """Distinct invoices per reason code."""
-        counts = self.findings.group_by("code").agg(pl.col("invoice_number").n_unique())
-        return dict(sorted(zip(counts["code"], counts["invoice_number"], strict=True)))
+    def counts_by_rule(self, severity: str | None = None) -> dict[str, int]:
+        """Distinct invoices per reason code (optionally of one severity)."""
+        findings = self.findings if severity is None else self.findings.filter(
+            pl.col("severity") == severity)
+        counts = findings.group_by("code").agg(pl.col("invoice_number").n_unique()).sort("code")
+        return dict(zip(counts["code"], counts["invoice_number"], strict=True))
 
 
-def validate(bundle: ExtractBundle, severities: Mapping[str, str] | None = None,
-             archived_numbers: pl.Series | None = None) -> Validation:
+def empty_history() -> History:
+    """No earlier run."""
+    return History(pl.DataFrame(schema=INDEX), pl.DataFrame(schema=BILLED_LINES))
+
+
+def compute_totals(lines: pl.DataFrame) -> pl.DataFrame:
+    """Per invoice: net, VAT and gross in cents, by EN 16931 rules (``money``)."""
+    per_rate = lines.group_by("invoice_number", "vat_category", "vat_rate").agg(
+        base=pl.col("net_cents").sum()).with_columns(vat=money.vat_cents("base", "vat_rate"))
+    return per_rate.group_by("invoice_number").agg(
+        net_cents=pl.col("base").sum(), vat_cents=pl.col("vat").sum()).with_columns(
+        gross_cents=pl.col("net_cents") + pl.col("vat_cents"))
+
+
+def _without_represented(history: History, invoices: pl.DataFrame,
+                         totals: pl.DataFrame) -> History:
+    """Drop archived invoices this extract presents again unchanged (a re-run, not a duplicate)."""
+    current = invoices.join(totals, on="invoice_number", how="left").select(
+        "invoice_number", "customer_id", "issue_date", gross=pl.col("gross_cents").fill_null(0))
+    archived = history.invoices.select(
+        "invoice_number", "customer_id", "issue_date",
+        gross=money.scaled("total_gross").cast(pl.Int64))
+    same = archived.join(current, on=["invoice_number", "customer_id", "issue_date", "gross"],
+                         how="semi")["invoice_number"].implode()
+    return History(history.invoices.filter(~pl.col("invoice_number").is_in(same)),
+                   history.billed.filter(~pl.col("invoice_number").is_in(same)))
+
+
+def validate(bundle: ExtractBundle, seller: SellerSettings,
+             config: ValidationSettings | None = None, history: History | None = None,
+             today: date | None = None) -> Validation:
     """Run every registered rule over the extract.
 
     Args:
         bundle: the ingested extract.
-        severities: per reason code, ``error``, ``warning`` or ``off`` (settings.validation.rules).
-        archived_numbers: invoice numbers already in the archive (credit-note references).
+        seller: the issuing company (its identifiers and country are checked too).
+        config: rule severities, price tolerances, allowed VAT rates.
+        history: what the archive already holds (numbers, credits, billed quantities).
+        today: the run's day (issue dates after it are rejected).
     """
-    severities = severities or {}
-    unknown = set(severities) - set(REGISTRY)
+    config = config or ValidationSettings()
+    unknown = set(config.rules) - set(REGISTRY)
     if unknown:
         raise ValueError(f"unknown rule code(s) in configuration: {sorted(unknown)}; "
                          f"known: {sorted(REGISTRY)}")
+    headers = bundle.invoices.unique("invoice_number", keep="first")
     lines = bundle.invoice_lines.join(
-        bundle.invoices.select("invoice_number", "invoice_type", "customer_id", "po_number")
-        .unique("invoice_number", keep="first"), on="invoice_number", how="left")
-    x = RuleInput(bundle, lines, archived_numbers if archived_numbers is not None
-                  else pl.Series("invoice_number", [], dtype=pl.String))
-    found = []
+        headers.select("invoice_number", "invoice_type", "customer_id", "po_number",
+                       "issue_date", "currency"),
+        on="invoice_number", how="left").with_columns(
+        net_cents=money.line_net_cents("quantity", "unit_price"))
+    totals = compute_totals(lines)
+    x = RuleInput(bundle=bundle, lines=lines, totals=totals,
+                  history=_without_represented(history or empty_history(), headers, totals),
+                  seller=seller, config=config, today=today or date.today())
+
+    found, seconds = [], {}
     for code, rule in REGISTRY.items():
-        severity = severities.get(code, rule.severity)
+        severity = config.rules.get(code, rule.severity)
         if severity == "off":
             continue
+        start = time.perf_counter()
         rows = rule.check(x)
-        if "line_no" not in rows.columns:
-            rows = rows.with_columns(line_no=pl.lit(None, dtype=pl.Int64))
-        found.append(rows.select("invoice_number", "line_no", "detail",
-                                 code=pl.lit(code), severity=pl.lit(severity)))
-    customers = bundle.invoices.select("invoice_number", "customer_id").unique(
-        "invoice_number", keep="first")
-    findings = (pl.concat(found).join(customers, on="invoice_number", how="left")
-                .select(list(REJECTIONS)).cast(dict(REJECTIONS))
+        seconds[code] = time.perf_counter() - start
+        found.append(rows.select(
+            "invoice_number",
+            *(pl.col(c) if c in rows.columns else pl.lit(None, dtype=REJECTIONS[c]).alias(c)
+              for c in ("line_no", "detail", "expected", "actual", "delivery_note_number")),
+            code=pl.lit(code), severity=pl.lit(severity)))
+
+    context = headers.join(totals, on="invoice_number", how="left").select(
+        "invoice_number", "customer_id", "po_number",
+        amount_at_stake=money.cents_to_text(pl.col("gross_cents").fill_null(0))
+        .cast(money.AMOUNT))
+    findings = (pl.concat(found).join(context, on="invoice_number", how="left")
+                .select(list(REJECTIONS)).cast(REJECTIONS)
                 .sort("invoice_number", "code", "line_no", nulls_last=False))
     rejected = findings.filter(pl.col("severity") == "error")["invoice_number"].unique()
     accepted = bundle.invoices.filter(~pl.col("invoice_number").is_in(rejected.implode()))
-    return Validation(accepted=accepted, findings=findings, input_invoices=bundle.invoices.height)
+    return Validation(accepted=accepted, findings=findings, input_invoices=bundle.invoices.height,
+                      rule_seconds=seconds)

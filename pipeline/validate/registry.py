@@ -1,33 +1,56 @@
 """The rule mechanism: adding a rule is one decorated function (and one test).
 
-A rule receives the extract as frames and returns the offending rows as a
-frame with ``invoice_number``, optional ``line_no`` and a ``detail`` text.
-The registry adds the reason code and severity, so the report, the run
-summary and the docs all come from this one list.
+A rule receives ``RuleInput`` (the extract as frames, with lines joined to
+their header and amounts already computed) and returns the offending rows:
+``invoice_number`` and, where they apply, ``line_no``, ``detail``,
+``expected``, ``actual`` and ``delivery_note_number``. The registry adds the
+reason code, the severity and the invoice's context, so the report, the run
+summary and ``docs/validation-rules.md`` all come from this one list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
 from typing import Literal
 
 import polars as pl
 
 from pipeline.ingest import ExtractBundle
+from pipeline.settings import SellerSettings, ValidationSettings
 
-__all__ = ["Rule", "RuleInput", "Severity", "REGISTRY", "rule"]
+__all__ = ["Rule", "RuleInput", "History", "Severity", "REGISTRY", "rule", "THEMES"]
 
 Severity = Literal["error", "warning"]
+THEMES = ("numbering", "parties", "matching", "amounts")
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier runs archived: invoice index rows and the PO quantities they billed."""
+
+    invoices: pl.DataFrame
+    billed: pl.DataFrame
 
 
 @dataclass(frozen=True)
 class RuleInput:
-    """What every rule sees: the extract, with lines already joined to their header."""
+    """What every rule sees."""
 
     bundle: ExtractBundle
     lines: pl.DataFrame
-    archived_numbers: pl.Series
+    """invoice_lines + header columns + ``net_cents``."""
+    totals: pl.DataFrame
+    """Per invoice number: ``net_cents``, ``vat_cents``, ``gross_cents`` (EN 16931)."""
+    history: History
+    """The archive, without the invoices this extract presents again unchanged."""
+    seller: SellerSettings
+    config: ValidationSettings
+    today: date
+    _shared: dict[Callable[[RuleInput], pl.DataFrame], pl.DataFrame] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def invoices(self) -> pl.DataFrame:
@@ -39,6 +62,19 @@ class RuleInput:
         """Customers."""
         return self.bundle.customers
 
+    # Frames several rules share are computed once, on first use.
+
+    @cached_property
+    def invoice_lines_only(self) -> pl.DataFrame:
+        """Lines of documents of type invoice (credit notes have no PO or delivery note)."""
+        return self.lines.filter(pl.col("invoice_type") == "invoice")
+
+    def shared(self, compute: Callable[[RuleInput], pl.DataFrame]) -> pl.DataFrame:
+        """``compute(self)``, computed once per validation however many rules ask for it."""
+        if compute not in self._shared:
+            self._shared[compute] = compute(self)
+        return self._shared[compute]
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -46,20 +82,22 @@ class Rule:
 
     code: str
     severity: Severity
+    theme: str
     explanation: str
     check: Callable[[RuleInput], pl.DataFrame]
 
 
 REGISTRY: dict[str, Rule] = {}
 
+Check = Callable[[RuleInput], pl.DataFrame]
 
-def rule(code: str, severity: Severity, explanation: str
-         ) -> Callable[[Callable[[RuleInput], pl.DataFrame]], Callable[[RuleInput], pl.DataFrame]]:
-    """Register a rule under a stable reason code."""
-    def register(check: Callable[[RuleInput], pl.DataFrame]
-                 ) -> Callable[[RuleInput], pl.DataFrame]:
+
+def rule(code: str, severity: Severity, explanation: str) -> Callable[[Check], Check]:
+    """Register a rule under a stable reason code; its module name is its theme."""
+    def register(check: Check) -> Check:
         if code in REGISTRY:
             raise ValueError(f"rule code {code} registered twice")
-        REGISTRY[code] = Rule(code, severity, explanation, check)
+        theme = check.__module__.rsplit(".", 1)[-1]
+        REGISTRY[code] = Rule(code, severity, theme, explanation, check)
         return check
     return register

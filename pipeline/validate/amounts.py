@@ -1,0 +1,133 @@
+"""Amounts: lines, VAT, currency, header totals and credit notes.
+
+Totals are recomputed with EN 16931 rounding through ``money`` (line nets to
+the cent, VAT per rate on the sum of the lines) and compared to the cent.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from babel.numbers import list_currencies
+
+from pipeline import money
+from pipeline.validate.registry import RuleInput, rule
+
+CURRENCIES = frozenset(list_currencies())
+
+
+@rule("NO_LINES", "error", "The invoice has no lines in invoice_lines.")
+def no_lines(x: RuleInput) -> pl.DataFrame:
+    return x.invoices.join(x.bundle.invoice_lines, on="invoice_number", how="anti").select(
+        "invoice_number", detail=pl.lit("no line refers to this invoice"))
+
+
+@rule("DESCRIPTION_MISSING", "error", "A line has an empty description (EN 16931 BT-153).")
+def description_missing(x: RuleInput) -> pl.DataFrame:
+    return x.lines.filter(pl.col("description").str.strip_chars() == "").select(
+        "invoice_number", "line_no", actual=pl.col("sku"))
+
+
+@rule("CURRENCY_INVALID", "error", "The currency is not an ISO 4217 code.")
+def currency_invalid(x: RuleInput) -> pl.DataFrame:
+    return x.invoices.filter(~pl.col("currency").is_in(sorted(CURRENCIES))).select(
+        "invoice_number", actual="currency")
+
+
+@rule("VAT_RATE_NOT_ALLOWED", "error", "The VAT rate is not one of the seller country's rates.")
+def vat_rate_not_allowed(x: RuleInput) -> pl.DataFrame:
+    rates = x.config.vat_rates.get(x.seller.country, [])
+    allowed = pl.Series([money.round_amount(r) for r in rates], dtype=money.RATE)
+    return x.lines.filter(~pl.col("vat_rate").is_in(allowed.implode())).select(
+        "invoice_number", "line_no", actual=pl.col("vat_rate").cast(pl.String),
+        expected=pl.lit(" / ".join(str(r) for r in rates)))
+
+
+@rule("VAT_CATEGORY_INCONSISTENT", "error",
+      "Category S (standard) needs a rate above 0; any other category needs rate 0.")
+def vat_category_inconsistent(x: RuleInput) -> pl.DataFrame:
+    standard = pl.col("vat_category") == "S"
+    zero = pl.col("vat_rate") == 0
+    return x.lines.filter((standard & zero) | (~standard & ~zero)).select(
+        "invoice_number", "line_no",
+        actual=pl.format("category {} at {} %", "vat_category", "vat_rate"))
+
+
+@rule("VAT_EXEMPTION_MISSING", "error",
+      "A line outside category S gives no exemption reason (text or VATEX code).")
+def vat_exemption_missing(x: RuleInput) -> pl.DataFrame:
+    reason = pl.col("vat_exemption_reason")
+    return x.lines.filter((pl.col("vat_category") != "S")
+                          & (reason.is_null() | (reason.str.strip_chars() == ""))).select(
+        "invoice_number", "line_no", actual="vat_category")
+
+
+@rule("NEGATIVE_QTY_ON_INVOICE", "error", "A negative quantity on an invoice (only credit notes).")
+def negative_qty_on_invoice(x: RuleInput) -> pl.DataFrame:
+    return x.invoice_lines_only.filter(pl.col("quantity") < 0).select(
+        "invoice_number", "line_no", actual=pl.col("quantity").cast(pl.String))
+
+
+@rule("UNIT_PRICE_NEGATIVE", "error", "A negative unit price (an adjustment, not a sale).")
+def unit_price_negative(x: RuleInput) -> pl.DataFrame:
+    return x.lines.filter(pl.col("unit_price") < 0).select(
+        "invoice_number", "line_no", actual=pl.col("unit_price").cast(pl.String))
+
+
+@rule("UNIT_PRICE_ZERO", "warning", "A line at unit price zero (free goods or a missing price).")
+def unit_price_zero(x: RuleInput) -> pl.DataFrame:
+    return x.lines.filter(pl.col("unit_price") == 0).select("invoice_number", "line_no",
+                                                            actual=pl.col("sku"))
+
+
+@rule("TOTALS_MISMATCH", "error",
+      "A header total given by the ERP differs from the total recomputed from the lines.")
+def totals_mismatch(x: RuleInput) -> pl.DataFrame:
+    found = []
+    for header, computed in (("total_net", "net_cents"), ("total_vat", "vat_cents"),
+                             ("total_gross", "gross_cents")):
+        given = x.invoices.filter(pl.col(header).is_not_null()).select(
+            "invoice_number", given=money.scaled(header).cast(pl.Int64))
+        found.append(given.join(x.totals.select("invoice_number", computed), on="invoice_number")
+                     .filter(pl.col("given") != pl.col(computed)).select(
+            "invoice_number", detail=pl.lit(header),
+            expected=money.cents_to_text(computed), actual=money.cents_to_text("given")))
+    return pl.concat(found)
+
+
+@rule("CREDITED_INVOICE_UNKNOWN", "error",
+      "A credit note names no invoice, or one found neither in the extract nor in the archive.")
+def credited_invoice_unknown(x: RuleInput) -> pl.DataFrame:
+    known = pl.concat([x.invoices["invoice_number"], x.history.invoices["invoice_number"]])
+    return x.invoices.filter(
+        (pl.col("invoice_type") == "credit_note")
+        & (pl.col("credited_invoice_number").is_null()
+           | ~pl.col("credited_invoice_number").is_in(known.implode()))
+    ).select("invoice_number", actual=pl.col("credited_invoice_number").fill_null("(none)"))
+
+
+@rule("CREDIT_EXCEEDS_INVOICE", "error",
+      "Credit notes (archived ones included) credit more than the invoice's gross amount.")
+def credit_exceeds_invoice(x: RuleInput) -> pl.DataFrame:
+    invoiced = pl.concat([
+        x.invoices.filter(pl.col("invoice_type") == "invoice").join(
+            x.totals, on="invoice_number").select("invoice_number", "gross_cents"),
+        x.history.invoices.filter(pl.col("invoice_type") == "invoice").select(
+            "invoice_number", gross_cents=money.scaled("total_gross").cast(pl.Int64)),
+    ]).unique("invoice_number", keep="first")
+    credits = pl.concat([
+        x.invoices.filter(pl.col("invoice_type") == "credit_note").join(
+            x.totals, on="invoice_number").select(
+            "invoice_number", "credited_invoice_number", "issue_date",
+            credit=pl.col("gross_cents").abs()),
+        x.history.invoices.filter(pl.col("invoice_type") == "credit_note").select(
+            "invoice_number", "credited_invoice_number", "issue_date",
+            credit=money.scaled("total_gross").cast(pl.Int64).abs()),
+    ]).sort("issue_date", "invoice_number")
+    running = credits.join(invoiced.rename({"invoice_number": "credited_invoice_number"}),
+                           on="credited_invoice_number").with_columns(
+        credited=pl.col("credit").cum_sum().over("credited_invoice_number"))
+    return running.filter(pl.col("credited") > pl.col("gross_cents")).join(
+        x.invoices.select("invoice_number"), on="invoice_number").select(
+        "invoice_number", detail=pl.format("credits {}", "credited_invoice_number"),
+        expected=pl.format("<= {}", money.cents_to_text("gross_cents")),
+        actual=money.cents_to_text("credited"))

@@ -1,0 +1,152 @@
+"""Parties: seller and buyer identities, countries, and what each channel needs.
+
+Python-level checks (python-stdnum) run once per distinct value, never per line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import polars as pl
+from babel import Locale
+from stdnum import ean
+from stdnum.eu import vat
+from stdnum.fr import siren, tva
+
+from pipeline.schemas import CHANNELS
+from pipeline.validate.registry import RuleInput, rule
+
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
+# ISO 3166-1 alpha-2 codes known to CLDR (Babel), without its numeric regions.
+COUNTRIES = frozenset(code for code in Locale("en").territories
+                      if isinstance(code, str) and len(code) == 2 and code.isalpha()
+                      and code not in {"ZZ", "EU", "EZ", "UN", "QO"})
+
+
+def valid(values: pl.Series, check: Callable[[str], bool]) -> pl.Series:
+    """Apply a per-value check to distinct values only."""
+    distinct = values.drop_nulls().unique()
+    good = distinct.filter(distinct.map_elements(check, return_dtype=pl.Boolean))
+    return values.is_in(good.implode()).fill_null(False)
+
+
+def valid_email_list(value: str) -> bool:
+    """Every comma-separated address is one plain, header-safe address."""
+    if "\n" in value or "\r" in value:
+        return False
+    parts = [p.strip() for p in value.split(",")]
+    return all(_EMAIL.fullmatch(p) for p in parts)
+
+
+def vat_matches_siren(vat_id: str, siren_number: str) -> bool:
+    """A French VAT number is FR + key + SIREN, the key derived from the SIREN."""
+    return vat_id[4:] == siren_number and tva.is_valid(vat_id)
+
+
+def _blank(column: str) -> pl.Expr:
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+
+def _invoices_of(x: RuleInput, customers: pl.DataFrame, **columns: pl.Expr) -> pl.DataFrame:
+    return x.invoices.join(customers, on="customer_id").select("invoice_number", **columns)
+
+
+@rule("CUSTOMER_UNKNOWN", "error", "The invoice's customer_id is empty or not in customers.")
+def customer_unknown(x: RuleInput) -> pl.DataFrame:
+    return x.invoices.join(x.customers, on="customer_id", how="anti").select(
+        "invoice_number", actual=pl.col("customer_id"),
+        detail=pl.when(_blank("customer_id")).then(pl.lit("no customer id"))
+        .otherwise(pl.lit("customer not found")))
+
+
+@rule("SELLER_ID_INVALID", "error",
+      "The seller's SIREN or VAT number (configuration) fails its check digits or they disagree.")
+def seller_id_invalid(x: RuleInput) -> pl.DataFrame:
+    s = x.seller
+    ok = siren.is_valid(s.siren) and vat.is_valid(s.vat_id) and (
+        s.country != "FR" or vat_matches_siren(s.vat_id, s.siren))
+    if ok:
+        return x.invoices.select("invoice_number").clear()
+    return x.invoices.select("invoice_number", detail=pl.lit(
+        f"seller SIREN {s.siren} / VAT {s.vat_id}: fix [seller] in the configuration"))
+
+
+@rule("SIREN_INVALID", "error",
+      "A French buyer has no SIREN, or its SIREN fails the Luhn check digit.")
+def siren_invalid(x: RuleInput) -> pl.DataFrame:
+    c = x.customers
+    bad = c.filter((pl.col("country") == "FR") & ~valid(c["siren"], siren.is_valid))
+    return _invoices_of(x, bad, actual=pl.col("siren").fill_null("(none)"),
+                        detail=pl.format("customer {}", "customer_id"))
+
+
+@rule("VAT_ID_INVALID", "error", "The buyer's intra-EU VAT number fails its check digits.")
+def vat_id_invalid(x: RuleInput) -> pl.DataFrame:
+    c = x.customers.filter(pl.col("vat_id").is_not_null())
+    bad = c.filter(~valid(c["vat_id"], vat.is_valid))
+    return _invoices_of(x, bad, actual=pl.col("vat_id"),
+                        detail=pl.format("customer {}", "customer_id"))
+
+
+@rule("VAT_ID_SIREN_MISMATCH", "error",
+      "A French buyer's VAT number does not carry its SIREN (FR + key + SIREN).")
+def vat_id_siren_mismatch(x: RuleInput) -> pl.DataFrame:
+    c = x.customers.filter((pl.col("country") == "FR") & pl.col("vat_id").is_not_null()
+                           & pl.col("siren").is_not_null())
+    pairs = pl.concat_str("vat_id", "siren", separator="|")
+    c = c.with_columns(pair=pairs)
+    bad = c.filter(~valid(c["pair"], lambda p: vat_matches_siren(*p.split("|"))))
+    return _invoices_of(x, bad, actual=pl.col("vat_id"), expected=pl.format("FR..{}", "siren"))
+
+
+@rule("COUNTRY_INVALID", "error", "The buyer's country is not an ISO 3166-1 alpha-2 code.")
+def country_invalid(x: RuleInput) -> pl.DataFrame:
+    bad = x.customers.filter(~pl.col("country").is_in(sorted(COUNTRIES)))
+    return _invoices_of(x, bad, actual=pl.col("country"),
+                        detail=pl.format("customer {}", "customer_id"))
+
+
+@rule("CHANNEL_UNKNOWN", "error", "The customer's channel is not email, edi, print or peppol.")
+def channel_unknown(x: RuleInput) -> pl.DataFrame:
+    bad = x.customers.filter(~pl.col("channel").is_in(CHANNELS))
+    return _invoices_of(x, bad, actual=pl.col("channel"))
+
+
+@rule("CHANNEL_ADDRESS_MISSING", "error",
+      "The customer's channel lacks what it needs: an email, a GLN (edi) or a Peppol id.")
+def channel_address_missing(x: RuleInput) -> pl.DataFrame:
+    bad = x.customers.filter(
+        ((pl.col("channel") == "email") & _blank("email"))
+        | ((pl.col("channel") == "edi") & _blank("gln"))
+        | ((pl.col("channel") == "peppol") & _blank("peppol_id")))
+    return _invoices_of(x, bad, detail=pl.format("channel {} without its address for customer {}",
+                                                 "channel", "customer_id"))
+
+
+@rule("EMAIL_INVALID", "error",
+      "An email customer's address is not a plain address (or holds a line break).")
+def email_invalid(x: RuleInput) -> pl.DataFrame:
+    c = x.customers.filter((pl.col("channel") == "email") & ~_blank("email"))
+    bad = c.filter(~valid(c["email"], valid_email_list))
+    return _invoices_of(x, bad, actual=pl.col("email").str.replace_all("\n", "\\n", literal=True)
+                        .str.replace_all("\r", "\\r", literal=True))
+
+
+@rule("GLN_INVALID", "error", "An EDI customer's GLN is not 13 digits with a valid check digit.")
+def gln_invalid(x: RuleInput) -> pl.DataFrame:
+    c = x.customers.filter((pl.col("channel") == "edi") & pl.col("gln").is_not_null())
+    bad = c.filter(~valid(c["gln"], lambda v: len(v) == 13 and ean.is_valid(v)))
+    return _invoices_of(x, bad, actual=pl.col("gln"))
+
+
+@rule("POSTAL_ADDRESS_INCOMPLETE", "error",
+      "A print customer lacks a street, postcode or city (a French postcode has 5 digits).")
+def postal_address_incomplete(x: RuleInput) -> pl.DataFrame:
+    bad = x.customers.filter(
+        (pl.col("channel") == "print")
+        & (_blank("address_line1") | _blank("postcode") | _blank("city")
+           | ((pl.col("country") == "FR") & ~pl.col("postcode").str.contains(r"^\d{5}$"))))
+    return _invoices_of(x, bad, actual=pl.format("{} / {} / {}", pl.col("address_line1"),
+                                                 pl.col("postcode"), pl.col("city")))
