@@ -3,7 +3,9 @@
 The index is written as one part per batch and period,
 ``index/period=YYYY-MM/<batch_id>.parquet``, holding only the invoices that
 batch delivered for the first time; a re-run that delivers nothing writes
-nothing, and ``read_index`` sees every part as one table.
+nothing, and ``read_index`` sees every part as one table. Beside it,
+``billed/`` keeps the PO quantities each delivered invoice billed, so later
+runs check cumulative quantities against what was delivered.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import polars as pl
 
 from pipeline import keys
 from pipeline.channels.base import Outgoing
-from pipeline.schemas import INDEX
+from pipeline.schemas import BILLED_LINES, INDEX
 from pipeline.storage import Storage, StoredObject
+from pipeline.validate import History
 
-__all__ = ["archive_pdf", "index_rows", "write_index", "read_index", "archived_numbers"]
+__all__ = ["archive_pdf", "index_rows", "billed_rows", "write_index", "read_index",
+           "load_history"]
 
 INDEX_PREFIX = "index"
+BILLED_PREFIX = "billed"
 
 
 def archive_pdf(storage: Storage, item: Outgoing) -> StoredObject:
@@ -35,34 +40,52 @@ def index_rows(items: Sequence[tuple[Outgoing, StoredObject]], run_id: str) -> p
         "invoice_type": o.doc.invoice_type, "issue_date": o.doc.issue_date,
         "due_date": o.doc.due_date, "total_net": o.doc.total_net,
         "total_vat": o.doc.total_vat, "total_gross": o.doc.total_gross,
-        "currency": o.doc.currency, "channel": o.doc.channel, "status": "delivered",
+        "currency": o.doc.currency, "credited_invoice_number": o.doc.credited_invoice_number,
+        "channel": o.doc.channel, "status": "delivered",
         "storage_key": stored.key, "sha256": stored.sha256, "bytes": stored.bytes,
         "period": f"{o.doc.issue_date:%Y-%m}", "run_id": run_id,
     } for o, stored in items]
     return pl.DataFrame(rows, schema=INDEX)
 
 
-def write_index(storage: Storage, batch_id: str, rows: pl.DataFrame) -> list[str]:
-    """Write the batch's index rows, one part per period; returns the keys written."""
-    written = []
+def billed_rows(items: Sequence[Outgoing]) -> pl.DataFrame:
+    """The PO lines each delivered invoice billed, with their quantities."""
+    rows = [{"invoice_number": o.doc.number, "po_number": o.doc.po_number,
+             "po_line_no": line.po_line_no, "quantity": line.quantity,
+             "period": f"{o.doc.issue_date:%Y-%m}"}
+            for o in items if o.doc.po_number for line in o.doc.lines if line.po_line_no]
+    return pl.DataFrame(rows, schema={**BILLED_LINES, "period": pl.String()})
+
+
+def _write_parts(storage: Storage, prefix: str, batch_id: str, rows: pl.DataFrame) -> None:
     for (period,), part in rows.sort("invoice_number").group_by("period", maintain_order=True):
         buffer = io.BytesIO()
         part.write_parquet(buffer, compression="zstd")
-        key = f"{INDEX_PREFIX}/period={period}/{batch_id}.parquet"
-        storage.put(key, buffer.getvalue())
-        written.append(key)
-    return written
+        storage.put(f"{prefix}/period={period}/{batch_id}.parquet", buffer.getvalue())
+
+
+def write_index(storage: Storage, batch_id: str, items: Sequence[tuple[Outgoing, StoredObject]],
+                run_id: str) -> None:
+    """Write the batch's index rows and billed lines, one part per period."""
+    _write_parts(storage, INDEX_PREFIX, batch_id, index_rows(items, run_id))
+    billed = billed_rows([o for o, _ in items])
+    if billed.height:
+        _write_parts(storage, BILLED_PREFIX, batch_id, billed)
+
+
+def _read_parts(storage: Storage, prefix: str, schema: pl.Schema) -> pl.DataFrame:
+    parts = [pl.read_parquet(io.BytesIO(storage.get(k)))
+             for k in storage.list(prefix) if k.endswith(".parquet")]
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(parts, how="diagonal_relaxed").select(list(schema)).cast(schema)
 
 
 def read_index(storage: Storage) -> pl.DataFrame:
     """Every index part as one frame (empty with the index schema if none)."""
-    parts = [pl.read_parquet(io.BytesIO(storage.get(k)))
-             for k in storage.list(INDEX_PREFIX) if k.endswith(".parquet")]
-    if not parts:
-        return pl.DataFrame(schema=INDEX)
-    return pl.concat(parts, how="vertical_relaxed").sort("invoice_number")
+    return _read_parts(storage, INDEX_PREFIX, INDEX).sort("invoice_number")
 
 
-def archived_numbers(storage: Storage) -> pl.Series:
-    """Numbers of every invoice already in the archive."""
-    return read_index(storage)["invoice_number"]
+def load_history(storage: Storage) -> History:
+    """What earlier runs delivered, for validation."""
+    return History(read_index(storage), _read_parts(storage, BILLED_PREFIX, BILLED_LINES))

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline import keys
-from pipeline.archive import archive_pdf, index_rows, write_index
+from pipeline.archive import archive_pdf, write_index
 from pipeline.batching import Batch
 from pipeline.channels.base import Outgoing
 from pipeline.context import RunContext
@@ -70,7 +70,8 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
 def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
     """Archive, deliver and record every rendered document of the batch."""
     start = time.perf_counter()
-    report = BatchReport(rendered.batch.batch_id, already_delivered=dict(rendered.already_delivered),
+    report = BatchReport(rendered.batch.batch_id,
+                         already_delivered=dict(rendered.already_delivered),
                          render_s=rendered.render_s)
     by_channel: dict[str, list[Outgoing]] = {}
     stored: dict[str, StoredObject] = {}
@@ -90,11 +91,11 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
     delivered_items: list[tuple[Outgoing, StoredObject]] = []
     for channel_name, items in by_channel.items():
         channel = ctx.channels[channel_name]
-        result = channel.send(items, rendered.batch.batch_id)
-        for file in result.files:
+        sent = channel.send(items, rendered.batch.batch_id)
+        for file in sent.files:
             ctx.storage.put(keys.delivery_key(channel_name, file.name), file.data)
         items_by_number = {i.doc.number: i for i in items}
-        for receipt in result.receipts:
+        for receipt in sent.receipts:
             key = keys.idempotency_key(receipt.number, channel_name)
             if receipt.error:
                 ctx.ledger.finish(key, "failed", receipt.error)
@@ -105,7 +106,7 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
                 delivered_items.append((items_by_number[receipt.number],
                                         stored[receipt.number]))
     if delivered_items:
-        write_index(ctx.storage, rendered.batch.batch_id, index_rows(delivered_items, ctx.run_id))
+        write_index(ctx.storage, rendered.batch.batch_id, delivered_items, ctx.run_id)
     report.deliver_s = time.perf_counter() - start
     progress().advance("deliver", len(rendered.docs))
     return report

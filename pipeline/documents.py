@@ -48,6 +48,7 @@ class Line:
     vat_rate: Decimal
     vat_category: str
     net: Decimal
+    po_line_no: int | None
     delivery_note_number: str | None
 
 
@@ -127,7 +128,7 @@ def build_documents(bundle: ExtractBundle, numbers: Sequence[str],
             quantity=row["quantity"], unit=row["unit"], unit_price=row["unit_price"],
             vat_rate=row["vat_rate"], vat_category=row["vat_category"],
             net=money.line_net(row["quantity"], row["unit_price"]),
-            delivery_note_number=row["delivery_note_number"]))
+            po_line_no=row["po_line_no"], delivery_note_number=row["delivery_note_number"]))
 
     seller_party = _seller_party(seller)
     by_number = {}
