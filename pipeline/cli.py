@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,9 +107,11 @@ def sample(out: Annotated[Path, typer.Option(help="Extract directory to write.")
 def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract directory.")],
                  as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
                  ) -> None:
-    """Validate an extract alone and print the count of invoices per rule."""
+    """Validate an extract alone (against the archive of --home) and print invoices per rule."""
+    from pipeline.archive import load_history
     from pipeline.ingest import load_extract
     from pipeline.settings import Settings
+    from pipeline.storage import LocalStorage
     from pipeline.validate import REGISTRY, validate
 
     settings = Settings()
@@ -119,7 +120,8 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
     except ExtractSchemaError as exc:
         console.print(f"[red]Unusable extract[/red]: {exc}")
         raise typer.Exit(ExitCode.BAD_EXTRACT) from None
-    result = validate(bundle, settings.validation.rules)
+    history = load_history(LocalStorage(settings.archive_dir))
+    result = validate(bundle, settings.seller, settings.validation, history)
     counts = result.counts_by_rule()
     if as_json:
         print(json.dumps({"input_invoices": result.input_invoices,
@@ -131,10 +133,18 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
     for column in ("code", "severity", "invoices", "explanation"):
         table.add_column(column)
     for code, n in counts.items():
-        table.add_row(code, REGISTRY[code].severity, str(n), REGISTRY[code].explanation)
+        table.add_row(code, settings.validation.rules.get(code, REGISTRY[code].severity), str(n),
+                      REGISTRY[code].explanation)
     Console().print(table)
 
 
-def main() -> None:
-    """Entry point for ``python -m pipeline.cli``."""
-    sys.exit(app())
+@app.command()
+def rules() -> None:
+    """Print the validation rules as Markdown (the source of docs/validation-rules.md)."""
+    from pipeline.validate.docs import rules_markdown
+
+    print(rules_markdown(), end="")
+
+
+if __name__ == "__main__":
+    app()

@@ -22,7 +22,7 @@ from pipeline.render.templates import render_template
 from pipeline.storage.local import write_atomic
 from pipeline.validate import REGISTRY, Validation
 
-__all__ = ["RunSummary", "summarize", "write_exceptions", "write_summary"]
+__all__ = ["RunSummary", "summarize", "write_exceptions", "write_summary", "line_ranges"]
 
 
 @dataclass(frozen=True)
@@ -80,42 +80,64 @@ def summarize(run_id: str, validation: Validation, reports: Sequence[BatchReport
     by_channel: Counter[str] = Counter()
     for r in reports:
         by_channel += r.by_channel()
-    warnings = validation.findings.filter(pl.col("severity") == "warning")
-    errors = validation.findings.filter(pl.col("severity") == "error")
-
-    def per_rule(frame: pl.DataFrame) -> dict[str, int]:
-        counts = frame.group_by("code").agg(pl.col("invoice_number").n_unique()).sort("code")
-        return dict(zip(counts["code"], counts["invoice_number"], strict=True))
-
     return RunSummary(
         run_id=run_id, extract=extract, input_invoices=validation.input_invoices,
         delivered=delivered, already_delivered=sum(len(r.already_delivered) for r in reports),
-        rejected=validation.rejected, failed=len(failures), by_channel=dict(sorted(by_channel.items())),
-        rejections_by_rule=per_rule(errors), warnings_by_rule=per_rule(warnings),
+        rejected=validation.rejected, failed=len(failures),
+        by_channel=dict(sorted(by_channel.items())),
+        rejections_by_rule=validation.counts_by_rule("error"),
+        warnings_by_rule=validation.counts_by_rule("warning"),
         failures=failures, duration_s=round(duration_s, 3),
         invoices_per_s=round(validation.input_invoices / duration_s, 2) if duration_s else 0.0,
         stages_s={k: round(v, 3) for k, v in stages_s.items()})
 
 
+def _at_stake(findings: pl.DataFrame, by: str) -> pl.DataFrame:
+    """Distinct invoices and the gross amount they carry, per ``by``, largest first."""
+    return (findings.unique([by, "invoice_number"])
+            .group_by(by).agg(invoices=pl.len(), at_stake=pl.col("amount_at_stake").sum())
+            .sort("at_stake", by, descending=[True, False]))
+
+
+def line_ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7': one report row for a finding repeated over many lines."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
                      validation: Validation, env: jinja2.Environment) -> None:
-    """Write ``rejections.parquet`` and ``exceptions.html`` for the run."""
+    """Write ``rejections.parquet`` and ``exceptions.html`` for the run.
+
+    The HTML groups findings by rule and by customer, largest amount at stake
+    first, so a clerk starts with what holds back the most money.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    validation.findings.write_parquet(directory / "rejections.parquet")
-    findings = validation.findings.join(
-        bundle.customers.select("customer_id", "legal_name").unique("customer_id"),
-        on="customer_id", how="left")
-    counts = validation.counts_by_rule()
-    rules = [{"code": code, "severity": findings.filter(pl.col("code") == code)["severity"][0],
-              "count": n, "explanation": REGISTRY[code].explanation}
-             for code, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    findings = validation.findings
+    findings.write_parquet(directory / "rejections.parquet")
+    names = bundle.customers.select("customer_id", "legal_name").unique("customer_id")
+    severity = dict(findings.select("code", "severity").unique("code").iter_rows())
+    rules = [{**row, "severity": severity[row["code"]],
+              "explanation": REGISTRY[row["code"]].explanation}
+             for row in _at_stake(findings, "code").to_dicts()]
     customers = []
-    for (customer_id,), rows in findings.sort("customer_id", "invoice_number", "code", "line_no").group_by(
-            "customer_id", maintain_order=True):
-        customers.append({"customer_id": customer_id or "(none)",
-                          "name": rows["legal_name"][0] or "unknown customer",
-                          "invoices": rows["invoice_number"].n_unique(),
-                          "findings": rows.to_dicts()})
+    for row in _at_stake(findings, "customer_id").join(
+            names, on="customer_id", how="left").sort("at_stake", descending=True).to_dicts():
+        rows = findings.filter(pl.col("customer_id").eq_missing(row["customer_id"])).sort(
+            "amount_at_stake", "invoice_number", "code", "line_no",
+            descending=[True, False, False, False], nulls_last=False)
+        same = [c for c in rows.columns if c != "line_no"]
+        collapsed = rows.group_by(same, maintain_order=True).agg(
+            lines=pl.col("line_no").drop_nulls())
+        customers.append({**row, "customer_id": row["customer_id"] or "(none)",
+                          "name": row["legal_name"] or "unknown customer",
+                          "findings": [{**f, "lines": line_ranges(f["lines"])}
+                                       for f in collapsed.to_dicts()]})
     html = render_template(
         env, "reports/exceptions.html", run_id=run_id, extract=str(bundle.source),
         input_invoices=validation.input_invoices, rejected=validation.rejected,
