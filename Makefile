@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 HOME_DIR ?= var
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): requirements.lock pyproject.toml .ci/system-deps.sh
 	bash .ci/system-deps.sh
@@ -22,10 +22,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/invoices run sample_data/extract --home $(HOME_DIR)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
 
+lint: install
+	$(BIN)/ruff check pipeline flows tests bench sample_data
+	$(BIN)/mypy pipeline flows
+
 bench: install
+	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/run.py --invoices 2000
 
 clean:

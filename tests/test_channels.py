@@ -6,7 +6,6 @@ import io
 import json
 from dataclasses import replace
 from email.policy import default
-from pathlib import Path
 
 import pytest
 from pypdf import PdfReader

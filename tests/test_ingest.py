@@ -51,7 +51,8 @@ def test_missing_optional_column_is_null(extract: Path) -> None:
 
 
 def test_wrong_dtype(extract: Path) -> None:
-    _rewrite(extract, "invoice_lines", lambda f: f.with_columns(pl.col("quantity").cast(pl.Float64)))
+    _rewrite(extract, "invoice_lines",
+             lambda f: f.with_columns(pl.col("quantity").cast(pl.Float64)))
     with pytest.raises(ExtractSchemaError) as err:
         load_extract(extract)
     assert "invoice_lines.parquet" in str(err.value) and "'quantity'" in str(err.value)

@@ -7,11 +7,10 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-import polars as pl
 import pytest
 from babel.numbers import format_currency
 
-from pipeline.documents import InvoiceDocument, Line, build_documents
+from pipeline.documents import InvoiceDocument, build_documents
 from pipeline.errors import RenderError, TemplateError
 from pipeline.executor import ProcessExecutor
 from pipeline.ingest import ExtractBundle
