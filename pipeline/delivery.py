@@ -59,8 +59,9 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
     sent = ctx.ledger.sent_keys(keys.idempotency_key(d.number, d.channel) for d in docs)
     todo = [d for d in docs if keys.idempotency_key(d.number, d.channel) not in sent]
     already = {d.number: d.channel for d in docs if d not in todo}
-    rendered = (ctx.executor.submit(w_render_batch, todo,
-                                    str(ctx.settings.render.templates_dir)).result()
+    render = ctx.settings.render
+    rendered = (ctx.executor.submit(w_render_batch, todo, str(render.templates_dir),
+                                    render.engine).result()
                 if todo else [])
     progress().advance("render", len(docs))
     return RenderedBatch(batch, {d.number: d for d in docs}, rendered, already,

@@ -42,7 +42,8 @@ class SellerSettings(BaseModel):
     iban: str = Field(description="IBAN for payment by transfer.")
     bic: str = Field(description="BIC of the bank.")
     email: str = Field(description="Sender address of invoice emails.")
-    late_penalty_rate: str = Field(description="Late-payment penalty rate as printed.")
+    late_penalty_rate: dict[str, str] = Field(
+        description="Late-payment penalty rate as printed, per language (fr, en, de).")
     recovery_indemnity: Decimal = Field(
         default=Decimal("40.00"), description="Fixed recovery indemnity (art. D441-5), EUR.")
 
@@ -56,6 +57,8 @@ class RenderSettings(BaseModel):
                             description="Invoices per render/delivery batch.")
     templates_dir: Path = Field(default=PROJECT_ROOT / "templates",
                                 description="Root of the Jinja templates and assets.")
+    engine: Literal["weasyprint"] = Field(default="weasyprint",
+                                          description="The render engine (pipeline.render.engine).")
 
 
 class IngestSettings(BaseModel):

@@ -15,7 +15,7 @@ from pipeline.channels.edi import INTERIM_FORMAT, EdiOutbox
 from pipeline.channels.email import EmailOutbox, build_message
 from pipeline.channels.printfile import PrintOutbox
 from pipeline.documents import InvoiceDocument, build_documents
-from pipeline.render.pdf import PdfRenderer
+from pipeline.render.engine import WeasyPrintEngine
 from pipeline.render.templates import make_environment
 from pipeline.settings import PROJECT_ROOT, Settings
 
@@ -26,7 +26,7 @@ SELLER = Settings().seller
 @pytest.fixture(scope="module")
 def outgoing(clean_bundle) -> list[Outgoing]:
     numbers = clean_bundle.invoices["invoice_number"].to_list()[:4]
-    renderer = PdfRenderer(TEMPLATES)
+    renderer = WeasyPrintEngine(TEMPLATES)
     items = []
     for doc in build_documents(clean_bundle, numbers, SELLER):
         pdf = renderer.render(doc)

@@ -14,17 +14,18 @@ from pipeline.documents import InvoiceDocument, build_documents
 from pipeline.errors import RenderError, TemplateError
 from pipeline.executor import ProcessExecutor
 from pipeline.ingest import ExtractBundle
-from pipeline.render.pdf import PdfRenderer
+from pipeline.render.engine import WeasyPrintEngine
 from pipeline.render.worker import w_render_batch
 from pipeline.settings import PROJECT_ROOT, Settings
 
 TEMPLATES = PROJECT_ROOT / "templates"
+INVOICE_HEADING = '{% block heading %}{{ _("Invoice") }}{% endblock %}'
 
 
 def pdf_text(pdf: bytes, tmp_path: Path) -> str:
     path = tmp_path / "doc.pdf"
     path.write_bytes(pdf)
-    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True,
+    text = subprocess.run(["pdftotext", "-raw", str(path), "-"], capture_output=True,
                           text=True, check=True).stdout
     return text
 
@@ -45,8 +46,8 @@ def docs(clean_bundle: ExtractBundle) -> list[InvoiceDocument]:
 
 
 @pytest.fixture(scope="module")
-def renderer() -> PdfRenderer:
-    return PdfRenderer(TEMPLATES)
+def renderer() -> WeasyPrintEngine:
+    return WeasyPrintEngine(TEMPLATES)
 
 
 def test_invoice_text_has_every_line_totals_and_legal_mentions(docs, renderer, tmp_path) -> None:
@@ -128,17 +129,17 @@ def _edit(templates: Path, name: str, old: str, new: str) -> None:
 
 
 def test_undefined_variable_names_template_and_line(docs, editable_templates) -> None:
-    _edit(editable_templates, "invoice.html", "{% block heading %}Facture{% endblock %}",
-          "{% block heading %}Facture {{ doc.purchase_ref }}{% endblock %}")
+    _edit(editable_templates, "invoice.html", INVOICE_HEADING,
+          "{% block heading %}{{ doc.purchase_ref }}{% endblock %}")
     with pytest.raises(TemplateError, match=r"invoice\.html:2: .*purchase_ref"):
-        PdfRenderer(editable_templates).render(next(d for d in docs if not d.is_credit_note))
+        WeasyPrintEngine(editable_templates).render(next(d for d in docs if not d.is_credit_note))
 
 
 def test_sandbox_blocks_python_internals(docs, editable_templates) -> None:
-    _edit(editable_templates, "invoice.html", "{% block heading %}Facture{% endblock %}",
+    _edit(editable_templates, "invoice.html", INVOICE_HEADING,
           "{% block heading %}{{ doc.__class__.__mro__[1].__subclasses__() }}{% endblock %}")
     with pytest.raises(TemplateError):
-        PdfRenderer(editable_templates).render(next(d for d in docs if not d.is_credit_note))
+        WeasyPrintEngine(editable_templates).render(next(d for d in docs if not d.is_credit_note))
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "http://127.0.0.1:9/logo.png",
@@ -147,13 +148,14 @@ def test_only_template_assets_may_load(docs, editable_templates, url) -> None:
     _edit(editable_templates, "base.html", '<img class="logo" src="logo.svg" alt="">',
           f'<img class="logo" src="{url}" alt="">')
     with pytest.raises(RenderError, match="resource refused") as err:
-        PdfRenderer(editable_templates).render(docs[0])
+        WeasyPrintEngine(editable_templates).render(docs[0])
     assert url.lstrip("./") in str(err.value)
 
 
 def test_worker_reports_a_failing_document_and_renders_the_others(docs,
                                                                    editable_templates) -> None:
-    _edit(editable_templates, "credit_note.html", "{% block heading %}Avoir{% endblock %}",
+    _edit(editable_templates, "credit_note.html",
+          '{% block heading %}{{ _("Credit note") }}{% endblock %}',
           "{% block heading %}{{ missing_name }}{% endblock %}")
     batch = [next(d for d in docs if d.is_credit_note), next(d for d in docs
                                                              if not d.is_credit_note)]
@@ -168,3 +170,39 @@ def test_documents_compute_totals_with_decimal(docs) -> None:
         assert doc.total_gross == doc.total_net + doc.total_vat
         assert all(isinstance(ln.net, Decimal) for ln in doc.lines)
         assert doc.total_net.as_tuple().exponent == -2
+
+
+@pytest.mark.parametrize(("lang", "labels"), [
+    ("en", ["Invoice", "Total due incl. VAT", "fixed recovery indemnity of €40.00", "Page 1 / 1"]),
+    ("de", ["Rechnung", "Zahlbetrag brutto", "Pauschale für Beitreibungskosten von 40,00",
+            "Seite 1 / 1"]),
+])
+def test_language_variants(docs, renderer, tmp_path, lang, labels) -> None:
+    doc = next(d for d in docs if not d.is_credit_note and len(d.lines) <= 10)
+    text = squash(pdf_text(renderer.render(doc, lang), tmp_path))
+    for label in labels:
+        assert squash(label) in text, label
+    assert (f"{doc.issue_date:%d.%m.%Y}" if lang == "de" else f"{doc.issue_date:%d/%m/%Y}") in text
+
+
+def test_override_chain_brand_then_customer_then_root(docs, editable_templates) -> None:
+    doc = next(d for d in docs if not d.is_credit_note)
+    for level, marker in (("brands/acme", "BRAND-ACME"), (f"customers/{doc.customer_id}",
+                                                         "CUSTOMER-OWN")):
+        directory = editable_templates / level
+        directory.mkdir(parents=True)
+        (directory / "invoice.html").write_text(
+            (editable_templates / "invoice.html").read_text().replace(
+                '{{ _("Invoice") }}', marker))
+    engine = WeasyPrintEngine(editable_templates)
+    assert "BRAND-ACME" in engine.html(replace(doc, brand="acme"))
+    assert "CUSTOMER-OWN" in engine.html(doc)
+    assert "CUSTOMER-OWN" in engine.html(replace(doc, brand="unknown-brand"))
+    other = replace(doc, customer_id="C-OTHER")
+    assert "BRAND-ACME" not in engine.html(other) and "CUSTOMER-OWN" not in engine.html(other)
+    assert "BRAND-ACME" not in engine.html(replace(other, brand="../brands/acme"))
+
+
+def test_set_up_gives_harfbuzz_subsetting() -> None:
+    from pipeline.render.engine import harfbuzz_subsetting
+    assert harfbuzz_subsetting(), "install libharfbuzz-subset0 (make install does)"

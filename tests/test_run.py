@@ -104,8 +104,9 @@ def test_failed_invoices_exit_1_and_are_retried_by_the_next_run(tmp_path: Path) 
     broken = tmp_path / "templates"
     shutil.copytree(PROJECT_ROOT / "templates", broken)
     credit = broken / "credit_note.html"
-    credit.write_text(credit.read_text().replace("{% block heading %}Avoir{% endblock %}",
-                                                 "{% block heading %}{{ oops }}{% endblock %}"))
+    credit.write_text(credit.read_text().replace(
+        '{% block heading %}{{ _("Credit note") }}{% endblock %}',
+        "{% block heading %}{{ oops }}{% endblock %}"))
     home = tmp_path / "home"
     result, summary = run_cli(extract, home, INVOICES_RENDER__TEMPLATES_DIR=str(broken))
     credit_notes = pl.read_parquet(extract / "invoices.parquet").filter(

@@ -1,8 +1,8 @@
 """The one picklable entry point run in render workers.
 
 Its inputs and outputs are plain data (documents in; number, bytes, digest or
-error out) and each worker process builds its ``PdfRenderer`` once, then
-reuses it for every batch it receives.
+error out). Each worker process builds its engine once, then reuses it for
+every batch it receives; it holds one batch at a time.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 from pipeline.documents import InvoiceDocument
 from pipeline.errors import PipelineError
-from pipeline.render.pdf import PdfRenderer
+from pipeline.render.engine import RenderEngine, make_engine
 
-__all__ = ["Rendered", "w_render_batch"]
+__all__ = ["Rendered", "w_render_batch", "render_documents"]
 
-_renderers: dict[str, PdfRenderer] = {}
+_engines: dict[tuple[str, str], RenderEngine] = {}
 
 
 @dataclass(frozen=True)
@@ -30,25 +30,27 @@ class Rendered:
     error: str | None = None
 
 
-def _renderer(templates_dir: str) -> PdfRenderer:
-    if templates_dir not in _renderers:
-        _renderers[templates_dir] = PdfRenderer(Path(templates_dir))
-    return _renderers[templates_dir]
-
-
-def w_render_batch(docs: list[InvoiceDocument], templates_dir: str) -> list[Rendered]:
-    """Render a batch; a failing document fails alone, the others still render."""
-    renderer = _renderer(templates_dir)
+def render_documents(engine: RenderEngine, docs: list[InvoiceDocument]) -> list[Rendered]:
+    """Render documents; a failing one fails alone, the others still render."""
     results = []
     for doc in docs:
         try:
-            pdf = renderer.render(doc)
+            pdf = engine.render(doc)
         except PipelineError as exc:
             results.append(Rendered(doc.number, None, None, str(exc)))
             continue
-        except Exception as exc:  # a WeasyPrint bug must not take the batch down
+        except Exception as exc:  # a renderer bug must not take the batch down
             results.append(Rendered(doc.number, None, None,
                                     f"invoice {doc.number}: {type(exc).__name__}: {exc}"))
             continue
         results.append(Rendered(doc.number, pdf, hashlib.sha256(pdf).hexdigest()))
     return results
+
+
+def w_render_batch(docs: list[InvoiceDocument], templates_dir: str,
+                   engine: str = "weasyprint") -> list[Rendered]:
+    """Worker entry point: render a batch with this process's engine."""
+    key = (engine, templates_dir)
+    if key not in _engines:
+        _engines[key] = make_engine(engine, Path(templates_dir))
+    return render_documents(_engines[key], docs)
