@@ -19,59 +19,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from _measure import TreeRss
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "invoices"
 REFERENCE = ROOT.parent / "shared" / "bench" / "reference_render.py"
 
 
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids += [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return kids
-
-
-def _tree_rss_kb(root: int) -> int:
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-        todo += _children(pid)
-    return total
-
-
-def run_measured(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess[str]]:
-    """Wall time and peak process-tree RSS (kB) of a command."""
+def run_measured(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Wall time and peak process-tree RSS (MB) of a command."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    done = threading.Event()
-
-    def poll() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss_kb(proc.pid))
-            time.sleep(0.2)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    out, err = proc.communicate()
-    done.set()
-    poller.join()
-    return time.perf_counter() - start, peak, subprocess.CompletedProcess(cmd, proc.returncode,
-                                                                          out, err)
+    with TreeRss(proc.pid) as rss:
+        out, err = proc.communicate()
+    return time.perf_counter() - start, rss.peak_mb, subprocess.CompletedProcess(
+        cmd, proc.returncode, out, err)
 
 
 def main() -> None:
@@ -89,14 +54,13 @@ def main() -> None:
     runs = []
     for i in range(args.repeat):
         home = work / f"home{i}"
-        wall, peak_kb, result = run_measured([str(CLI), "run", str(extract), "--home", str(home)])
+        wall, peak_mb, result = run_measured([str(CLI), "run", str(extract), "--home", str(home)])
         if result.returncode not in (0, 1):
             sys.exit(f"run failed ({result.returncode}):\n{result.stderr[-3000:]}")
         summary = json.loads(next((home / "reports").glob("*/summary.json")).read_text())
-        runs.append({"wall_s": wall, "peak_rss_mb": peak_kb / 1024, **summary})
+        runs.append({"wall_s": wall, "peak_rss_mb": peak_mb, **summary})
         print(f"run {i + 1}: {wall:.1f} s wall, flow {summary['duration_s']:.1f} s, "
-              f"{summary['invoices_per_s']:.1f} inv/s, peak RSS {peak_kb / 1024:.0f} MB",
-              flush=True)
+              f"{summary['invoices_per_s']:.1f} inv/s, peak RSS {peak_mb:.0f} MB", flush=True)
 
     reference = None
     if REFERENCE.exists():

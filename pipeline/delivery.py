@@ -60,9 +60,10 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
     todo = [d for d in docs if keys.idempotency_key(d.number, d.channel) not in sent]
     already = {d.number: d.channel for d in docs if d not in todo}
     render = ctx.settings.render
-    rendered = (ctx.executor.submit(w_render_batch, todo, str(render.templates_dir),
-                                    render.engine).result()
-                if todo else [])
+    chunks = [todo[i:i + render.chunk_size] for i in range(0, len(todo), render.chunk_size)]
+    futures = [ctx.executor.submit(w_render_batch, chunk, str(render.templates_dir),
+                                   render.engine) for chunk in chunks]
+    rendered = [result for future in futures for result in future.result()]
     progress().advance("render", len(docs))
     return RenderedBatch(batch, {d.number: d for d in docs}, rendered, already,
                          time.perf_counter() - start)

@@ -55,6 +55,9 @@ class RenderSettings(BaseModel):
                          description="Render worker processes; 1 renders in-process.")
     batch_size: int = Field(default=50, ge=1, le=5000,
                             description="Invoices per render/delivery batch.")
+    chunk_size: int = Field(default=10, ge=1, le=5000,
+                            description="Invoices per render job sent to a worker: small chunks "
+                                        "keep every worker busy until the last invoice.")
     templates_dir: Path = Field(default=PROJECT_ROOT / "templates",
                                 description="Root of the Jinja templates and assets.")
     engine: Literal["weasyprint"] = Field(default="weasyprint",

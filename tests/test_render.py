@@ -206,3 +206,21 @@ def test_override_chain_brand_then_customer_then_root(docs, editable_templates) 
 def test_set_up_gives_harfbuzz_subsetting() -> None:
     from pipeline.render.engine import harfbuzz_subsetting
     assert harfbuzz_subsetting(), "install libharfbuzz-subset0 (make install does)"
+
+
+def test_same_bytes_alone_and_inside_a_batch_of_500(docs) -> None:
+    target = next(d for d in docs if not d.is_credit_note and len(d.lines) > 5)
+    filler = [replace(d, number=f"{d.number}-{i}", lines=d.lines[:1])
+              for i, d in enumerate(d for _ in range(50) for d in docs[:10])]
+    batch = filler[:250] + [target] + filler[250:499]
+    assert len(batch) == 500
+    executor = ProcessExecutor(2)
+    try:
+        alone = executor.submit(w_render_batch, [target], str(TEMPLATES))
+        in_batch = executor.submit(w_render_batch, batch, str(TEMPLATES))
+        [alone_result] = alone.result()
+        batch_result = in_batch.result()[250]
+    finally:
+        executor.shutdown()
+    assert batch_result.number == target.number
+    assert batch_result.pdf == alone_result.pdf and batch_result.sha256 == alone_result.sha256
