@@ -23,6 +23,7 @@ demo: install
 	$(BIN)/invoices run sample_data/extract --home $(HOME_DIR)
 
 test: install lint
+	$(BIN)/invoices templates check
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -21,7 +21,12 @@ from pipeline.errors import ExitCode, ExtractSchemaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn ERP extracts into delivered, archived invoices.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
+
+
+def error(message: object) -> None:
+    """Print a problem in red, verbatim (no Rich markup in user data, no wrapping)."""
+    console.print(str(message), style="red", markup=False, highlight=False)
 
 
 class RichProgress:
@@ -60,8 +65,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                                                  summary["by_channel"].items()))
     for code, count in summary["rejections_by_rule"].items():
         console.print(f"  rejected {code}: {count}")
-    for number, error in list(summary["failures"].items())[:20]:
-        console.print(f"[red]failed {number}[/red]: {error}")
+    for number, problem in list(summary["failures"].items())[:20]:
+        error(f"failed {number}: {problem}")
 
 
 @app.command()
@@ -80,7 +85,7 @@ def run(extract_dir: Annotated[Path, typer.Argument(help="Extract directory (7 P
         try:
             summary = nightly_billing(str(extract_dir), str(home))
         except ExtractSchemaError as exc:
-            console.print(f"[red]Unusable extract[/red]: {exc}")
+            error(f"Unusable extract: {exc}")
             raise typer.Exit(ExitCode.BAD_EXTRACT) from None
         finally:
             set_progress(None)
@@ -118,7 +123,7 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
     try:
         bundle = load_extract(extract_dir, settings.ingest.error_rows)
     except ExtractSchemaError as exc:
-        console.print(f"[red]Unusable extract[/red]: {exc}")
+        error(f"Unusable extract: {exc}")
         raise typer.Exit(ExitCode.BAD_EXTRACT) from None
     history = load_history(LocalStorage(settings.archive_dir))
     result = validate(bundle, settings.seller, settings.validation, history)
@@ -136,6 +141,98 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
         table.add_row(code, settings.validation.rules.get(code, REGISTRY[code].severity), str(n),
                       REGISTRY[code].explanation)
     Console().print(table)
+
+
+templates_app = typer.Typer(no_args_is_help=True,
+                            help="Check, preview and diff the invoice templates.")
+app.add_typer(templates_app, name="templates")
+
+TemplatesOption = Annotated[Path | None, typer.Option(
+    "--templates", help="Templates folder (default: settings.render.templates_dir).")]
+
+
+def _templates(path: Path | None) -> tuple[Path, Any]:
+    from pipeline.settings import Settings
+    settings = Settings()
+    return (path or settings.render.templates_dir).resolve(), settings
+
+
+@templates_app.command("check")
+def templates_check(templates: TemplatesOption = None) -> None:
+    """Render every template and variant on the sample extract; fail on the first problem."""
+    from pipeline.errors import PipelineError
+    from pipeline.workshop import check_templates
+
+    root, settings = _templates(templates)
+    try:
+        checked, problems = check_templates(root, settings)
+    except PipelineError as exc:
+        error(exc)
+        raise typer.Exit(ExitCode.SOME_FAILED) from None
+    for problem in problems:
+        error(problem)
+    console.print(f"{checked} template variants checked, {len(problems)} problem(s)")
+    raise typer.Exit(ExitCode.SOME_FAILED if problems else ExitCode.OK)
+
+
+@templates_app.command("preview")
+def templates_preview(
+    invoice: Annotated[str | None, typer.Option(help="Invoice number in the sample.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Render as this customer (overrides).")
+                        ] = None,
+    lang: Annotated[str | None, typer.Option(help="fr, en or de (default: the customer's).")
+                    ] = None,
+    png: Annotated[bool, typer.Option("--png", help="Also write PNG pages.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Re-render on every save.")] = False,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("var/preview"),
+    templates: TemplatesOption = None,
+) -> None:
+    """Write the PDF (and PNGs) of one sample invoice."""
+    from pipeline.errors import PipelineError
+    from pipeline.workshop import preview
+    from pipeline.workshop import watch as watch_templates
+
+    root, settings = _templates(templates)
+
+    def render() -> list[Path]:
+        return preview(root, settings, out, invoice, customer, lang, png)
+
+    try:
+        for path in render():
+            console.print(str(path))
+    except PipelineError as exc:
+        error(exc)
+        if not watch:
+            raise typer.Exit(ExitCode.SOME_FAILED) from None
+    if watch:
+        console.print(f"watching {root} (Ctrl-C to stop)")
+        try:
+            watch_templates(root, render, console.print)
+        except KeyboardInterrupt:
+            pass
+
+
+@templates_app.command("diff")
+def templates_diff(
+    base: Annotated[str, typer.Option(help="Git ref of the templates to compare with.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("var/template-diff"),
+    templates: TemplatesOption = None,
+) -> None:
+    """Before/after images of sample invoices; exit 1 when a page changed."""
+    from pipeline.workshop import diff_templates
+
+    root, settings = _templates(templates)
+    report = diff_templates(base, root, settings, out.resolve())
+    console.print(f"{report.changed_pages} of {len(report.pages)} pages changed: {report.index}")
+    raise typer.Exit(ExitCode.SOME_FAILED if report.changed_pages else ExitCode.OK)
+
+
+@templates_app.command("vars")
+def templates_vars() -> None:
+    """Print the names templates receive (the generated part of templates/README.md)."""
+    from pipeline.workshop import template_variables_markdown
+
+    print(template_variables_markdown(), end="")
 
 
 @app.command()
