@@ -44,10 +44,10 @@ from pipeline.executor import ProcessExecutor
 from pipeline.ingest import load_extract
 from pipeline.render.engine import DETERMINISTIC_EPOCH
 from pipeline.render.worker import w_render_batch
-from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings import PROJECT_ROOT, SHARED_DIR, Settings
 from pipeline.validate import validate
 
-REFERENCE = PROJECT_ROOT.parent / "shared" / "bench" / "reference_render.py"
+REFERENCE = SHARED_DIR / "bench" / "reference_render.py"
 ONE_PAGE_MAX_LINES = 14
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from _measure import TreeRss
 
-ROOT = Path(__file__).resolve().parent.parent
+from pipeline.settings import SHARED_DIR
+
 CLI = Path(sys.executable).parent / "invoices"
-REFERENCE = ROOT.parent / "shared" / "bench" / "reference_render.py"
+REFERENCE = SHARED_DIR / "bench" / "reference_render.py"
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:

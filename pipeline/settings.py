@@ -21,10 +21,13 @@ from pydantic_settings import (
 )
 
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
-           "IngestSettings", "ValidationSettings", "Tolerance", "PROJECT_ROOT", "DEFAULT_CONFIG"]
+           "IngestSettings", "ValidationSettings", "Tolerance", "PROJECT_ROOT", "DEFAULT_CONFIG",
+           "SHARED_DIR"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
+# Shared reference material (datasets, standards, reference workloads) for tests and benches.
+SHARED_DIR = Path(os.environ.get("INVOICES_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 
 
 class SellerSettings(BaseModel):

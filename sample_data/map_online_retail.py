@@ -38,8 +38,9 @@ import polars as pl
 from babel import Locale
 
 from pipeline.schemas import polars_schema
+from pipeline.settings import SHARED_DIR
 
-DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "online_retail.parquet"
+DATASET = SHARED_DIR / "datasets" / "online_retail.parquet"
 PLACEHOLDER = "(no address in the UCI dataset)"
 ALIASES = {"EIRE": "IE", "USA": "US", "RSA": "ZA", "Czech Republic": "CZ"}
 
