@@ -81,6 +81,8 @@ class InvoiceDocument:
     buyer: Party
     channel: str
     email: str | None
+    gln: str | None
+    peppol_id: str | None
     language: str
     brand: str | None
     payment_terms_days: int
@@ -149,7 +151,8 @@ def build_documents(bundle: ExtractBundle, numbers: Sequence[str],
             seller=seller_party, seller_legal=seller,
             buyer=Party(h["legal_name"], h["address_line1"], h["address_line2"], h["postcode"],
                         h["city"], h["buyer_country"], h["siren"], h["vat_id"]),
-            channel=h["channel"], email=h["email"], language=h["language"], brand=h["brand"],
+            channel=h["channel"], email=h["email"], gln=h["gln"], peppol_id=h["peppol_id"],
+            language=h["language"], brand=h["brand"],
             payment_terms_days=h["payment_terms_days"], lines=doc_lines,
             vat_breakdown=breakdown, total_net=total_net, total_vat=total_vat,
             total_gross=total_net + total_vat)

@@ -9,6 +9,7 @@ configuration, parsed stylesheets, the image cache.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -21,6 +22,8 @@ from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from pipeline.documents import InvoiceDocument
+from pipeline.einvoice import facturx
+from pipeline.einvoice.en16931 import to_en16931
 from pipeline.errors import RenderError
 from pipeline.render.templates import TemplateSet
 
@@ -73,7 +76,7 @@ class AssetOnlyFetcher(URLFetcher):
 
 
 class WeasyPrintEngine:
-    """HTML and CSS laid out by WeasyPrint."""
+    """HTML and CSS laid out by WeasyPrint; every PDF is a Factur-X PDF/A-3b."""
 
     name = "weasyprint"
 
@@ -108,7 +111,9 @@ class WeasyPrintEngine:
             document = HTML(string=html, base_url=css.parent.as_uri() + "/",
                             url_fetcher=self.fetcher).render(
                 stylesheets=[self._stylesheet(css)], font_config=self.fonts, cache=self.cache)
-            return document.write_pdf()
+            factur_x, _ = facturx.attachment(to_en16931(doc))
+            return document.write_pdf(pdf_variant=facturx.PDF_VARIANT, attachments=[factur_x],
+                                      xmp_metadata=[io.BytesIO(facturx.XMP)])
         except FatalURLFetchingError as exc:
             raise RenderError(f"invoice {doc.number}: {exc.__cause__ or exc}") from None
         finally:

