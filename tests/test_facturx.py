@@ -108,3 +108,26 @@ def test_write_factur_x_example(pdfs, tmp_path: Path) -> None:
     doc, pdf = pdfs[0]
     (tmp_path / f"{doc.number}.pdf").write_bytes(pdf)
     assert pdf.startswith(b"%PDF-1.7") or pdf.startswith(b"%PDF-1.6")
+
+
+class OffByOneCentEngine(WeasyPrintEngine):
+    """A faulty engine (injected for the test): its XML says 0.01 more is due."""
+
+    def factur_x(self, doc):
+        from weasyprint import Attachment
+        xml = to_cii(to_en16931(doc)).replace(
+            f"<ram:DuePayableAmount>{doc.total_gross:.2f}<".encode(),
+            f"<ram:DuePayableAmount>{doc.total_gross + Decimal('0.01'):.2f}<".encode())
+        return Attachment(string=xml.decode(), name="factur-x.xml", relationship="Alternative")
+
+
+def test_cross_check_stops_an_artifact_one_cent_off(sample_docs, tmp_path) -> None:
+    from pipeline.render.worker import render_documents
+    good, bad = sample_docs[10], sample_docs[11]
+    engine = OffByOneCentEngine(PROJECT_ROOT / "templates")
+    [faulty] = render_documents(engine, [bad])
+    assert faulty.pdf is None and faulty.sha256 is None
+    expected = f"due: document {bad.total_gross} != artifact {bad.total_gross + Decimal('0.01')}"
+    assert "not delivered" in faulty.error and expected in faulty.error
+    [ok] = render_documents(WeasyPrintEngine(PROJECT_ROOT / "templates"), [good])
+    assert ok.pdf is not None and ok.error is None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from weasyprint import CSS, HTML
+from weasyprint import CSS, HTML, Attachment
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
@@ -96,6 +96,10 @@ class WeasyPrintEngine:
         """The HTML of one document."""
         return self.templates.html(doc, lang)
 
+    def factur_x(self, doc: InvoiceDocument) -> Attachment:
+        """The ``factur-x.xml`` embedded in the document's PDF."""
+        return facturx.attachment(to_en16931(doc))[0]
+
     def _stylesheet(self, path: Path) -> CSS:
         if path not in self._stylesheets:
             self._stylesheets[path] = CSS(filename=str(path), url_fetcher=self.fetcher,
@@ -111,8 +115,8 @@ class WeasyPrintEngine:
             document = HTML(string=html, base_url=css.parent.as_uri() + "/",
                             url_fetcher=self.fetcher).render(
                 stylesheets=[self._stylesheet(css)], font_config=self.fonts, cache=self.cache)
-            factur_x, _ = facturx.attachment(to_en16931(doc))
-            return document.write_pdf(pdf_variant=facturx.PDF_VARIANT, attachments=[factur_x],
+            return document.write_pdf(pdf_variant=facturx.PDF_VARIANT,
+                                      attachments=[self.factur_x(doc)],
                                       xmp_metadata=[io.BytesIO(facturx.XMP)])
         except FatalURLFetchingError as exc:
             raise RenderError(f"invoice {doc.number}: {exc.__cause__ or exc}") from None

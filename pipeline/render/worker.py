@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.documents import InvoiceDocument
+from pipeline.einvoice.crosscheck import check_pdf
 from pipeline.errors import PipelineError
 from pipeline.render.engine import RenderEngine, make_engine
 
@@ -33,7 +34,8 @@ class Rendered:
 
 
 def render_documents(engine: RenderEngine, docs: list[InvoiceDocument]) -> list[Rendered]:
-    """Render documents; a failing one fails alone, the others still render."""
+    """Render documents and cross-check each artifact's totals against the model; a failing
+    document fails alone (with the reason), the others still render."""
     results = []
     for doc in docs:
         before = engine.engine_seconds
@@ -45,6 +47,12 @@ def render_documents(engine: RenderEngine, docs: list[InvoiceDocument]) -> list[
         except Exception as exc:  # a renderer bug must not take the batch down
             results.append(Rendered(doc.number, None, None,
                                     f"invoice {doc.number}: {type(exc).__name__}: {exc}"))
+            continue
+        mismatches = check_pdf(doc, pdf)
+        if mismatches:
+            results.append(Rendered(doc.number, None, None,
+                                    f"invoice {doc.number}: totals read back from the PDF do "
+                                    f"not match, not delivered: {'; '.join(mismatches)}"))
             continue
         results.append(Rendered(doc.number, pdf, hashlib.sha256(pdf).hexdigest(),
                                 engine_s=engine.engine_seconds - before))

@@ -1,0 +1,75 @@
+"""Cross-check before delivery: totals read back from the artifact actually produced.
+
+A PDF whose embedded Factur-X XML does not carry, to the cent, the totals of
+the document model (net, VAT per rate, gross, amount due) fails that invoice
+with the differing values; it is never sent. The extract's own header totals
+were already compared with the model by validation (TOTALS_MISMATCH).
+"""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+from lxml import etree
+from pypdf import PdfReader
+
+from pipeline.documents import InvoiceDocument
+from pipeline.einvoice.cii import NS
+from pipeline.einvoice.facturx import FILENAME
+
+__all__ = ["Totals", "expected_totals", "cii_totals", "embedded_xml", "check_pdf"]
+
+Totals = dict[str, Decimal]
+
+
+def expected_totals(doc: InvoiceDocument) -> Totals:
+    """The model's totals, keyed like ``cii_totals``."""
+    totals = {"net": doc.total_net, "vat": doc.total_vat, "gross": doc.total_gross,
+              "due": doc.total_gross}
+    for row in doc.vat_breakdown:
+        totals[f"vat {row.category} {row.rate.normalize()}%"] = row.vat
+    return totals
+
+
+def cii_totals(xml: bytes) -> Totals:
+    """Totals as a receiver reads them from CII XML."""
+    root = etree.fromstring(xml)
+    summary = root.find(".//ram:SpecifiedTradeSettlementHeaderMonetarySummation", NS)
+
+    def read(tag: str) -> Decimal:
+        return Decimal(summary.findtext(f"ram:{tag}", namespaces=NS) or "NaN")
+
+    totals = {"net": read("TaxBasisTotalAmount"), "vat": read("TaxTotalAmount"),
+              "gross": read("GrandTotalAmount"), "due": read("DuePayableAmount")}
+    for tax in root.iterfind(".//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax",
+                             NS):
+        rate = Decimal(tax.findtext("ram:RateApplicablePercent", namespaces=NS)).normalize()
+        key = f"vat {tax.findtext('ram:CategoryCode', namespaces=NS)} {rate}%"
+        totals[key] = Decimal(tax.findtext("ram:CalculatedAmount", namespaces=NS))
+    return totals
+
+
+def embedded_xml(pdf: bytes) -> bytes:
+    """The ``factur-x.xml`` a receiver would extract from the PDF."""
+    reader = PdfReader(io.BytesIO(pdf))
+    for name, contents in reader.attachments.items():
+        if name == FILENAME:
+            return contents[0]
+    raise ValueError(f"no {FILENAME} embedded")
+
+
+def differences(expected: Totals, actual: Totals) -> list[str]:
+    """Every total that differs, with both values."""
+    keys = sorted(set(expected) | set(actual))
+    return [f"{k}: document {expected.get(k)} != artifact {actual.get(k)}"
+            for k in keys if expected.get(k) != actual.get(k)]
+
+
+def check_pdf(doc: InvoiceDocument, pdf: bytes) -> list[str]:
+    """Differences between the model and the Factur-X XML inside ``pdf`` (empty: all agree)."""
+    try:
+        actual = cii_totals(embedded_xml(pdf))
+    except (ValueError, etree.XMLSyntaxError, AttributeError) as exc:
+        return [f"cannot read totals back from the PDF: {exc}"]
+    return differences(expected_totals(doc), actual)
