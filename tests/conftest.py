@@ -33,3 +33,19 @@ def clean_bundle(clean_extract: Path) -> ExtractBundle:
 def settings(tmp_path: Path) -> Settings:
     """Settings with a fresh home directory and serial rendering."""
     return Settings(home=tmp_path / "home", render={"workers": 1, "batch_size": 10})
+
+
+@pytest.fixture(scope="session")
+def sample_docs():
+    """Documents of the committed sample extract (accepted invoices and credit notes)."""
+    from pipeline.workshop import sample_documents
+    return sample_documents(Settings())
+
+
+@pytest.fixture(scope="session")
+def generated_docs(tmp_path_factory: pytest.TempPathFactory):
+    """Documents of a clean 2,000-invoice generated extract."""
+    from pipeline.workshop import sample_documents
+    extract = tmp_path_factory.mktemp("g2000") / "extract"
+    generate_extract(extract, 2000, seed=77)
+    return sample_documents(Settings(), extract)

@@ -16,24 +16,10 @@ from pypdf import PdfReader
 from pipeline.einvoice.cii import to_cii
 from pipeline.einvoice.en16931 import to_en16931
 from pipeline.render.engine import WeasyPrintEngine
-from pipeline.sample import generate_extract
-from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.workshop import sample_documents
+from pipeline.settings import PROJECT_ROOT
 from tests.standards import STANDARDS, schematron_failures, xsd_errors
 
 pytestmark = pytest.mark.skipif(not STANDARDS.exists(), reason=f"no {STANDARDS}")
-
-
-@pytest.fixture(scope="module")
-def sample_docs():
-    return sample_documents(Settings())
-
-
-@pytest.fixture(scope="module")
-def generated_docs(tmp_path_factory):
-    extract = tmp_path_factory.mktemp("g2000") / "extract"
-    generate_extract(extract, 2000, seed=77)
-    return sample_documents(Settings(), extract)
 
 
 def _check_all(docs) -> tuple[int, float, list[str]]:

@@ -1,0 +1,128 @@
+"""UBL 2.1 invoice and credit note, Peppol BIS Billing 3.0, from ``en16931``."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from pipeline.einvoice.cii import amount, number
+from pipeline.einvoice.en16931 import Invoice, Party
+
+__all__ = ["to_ubl", "CUSTOMIZATION", "PROFILE"]
+
+CUSTOMIZATION = "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0"
+PROFILE = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
+CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
+ROOTS = {"380": ("Invoice", "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"),
+         "381": ("CreditNote", "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2")}
+
+
+class _Builder:
+    def __init__(self, currency: str) -> None:
+        self.currency = currency
+
+    def cbc(self, parent: etree._Element, name: str, text: str, **attrs: str) -> etree._Element:
+        element = etree.SubElement(parent, f"{{{CBC}}}{name}", attrs)
+        element.text = text
+        return element
+
+    def cac(self, parent: etree._Element, name: str) -> etree._Element:
+        return etree.SubElement(parent, f"{{{CAC}}}{name}")
+
+    def money(self, parent: etree._Element, name: str, value: object) -> None:
+        self.cbc(parent, name, amount(value), currencyID=self.currency)  # type: ignore[arg-type]
+
+    def tax_category(self, parent: etree._Element, name: str, category: str, rate: object,
+                     reason: str | None = None) -> None:
+        node = self.cac(parent, name)
+        self.cbc(node, "ID", category)
+        self.cbc(node, "Percent", number(rate))  # type: ignore[arg-type]
+        if reason:
+            self.cbc(node, "TaxExemptionReason", reason)
+        self.cbc(self.cac(node, "TaxScheme"), "ID", "VAT")
+
+    def party(self, parent: etree._Element, role: str, party: Party) -> None:
+        node = self.cac(self.cac(parent, role), "Party")
+        if party.endpoint:
+            self.cbc(node, "EndpointID", party.endpoint[1], schemeID=party.endpoint[0])
+        self.cbc(self.cac(node, "PartyName"), "Name", party.name)
+        address = self.cac(node, "PostalAddress")
+        self.cbc(address, "StreetName", party.line1)
+        if party.line2:
+            self.cbc(address, "AdditionalStreetName", party.line2)
+        self.cbc(address, "CityName", party.city)
+        self.cbc(address, "PostalZone", party.postcode)
+        self.cbc(self.cac(address, "Country"), "IdentificationCode", party.country)
+        if party.vat_id:
+            scheme = self.cac(node, "PartyTaxScheme")
+            self.cbc(scheme, "CompanyID", party.vat_id)
+            self.cbc(self.cac(scheme, "TaxScheme"), "ID", "VAT")
+        legal = self.cac(node, "PartyLegalEntity")
+        self.cbc(legal, "RegistrationName", party.name)
+        if party.legal_id:
+            self.cbc(legal, "CompanyID", party.legal_id, schemeID="0002")
+
+
+def to_ubl(inv: Invoice) -> bytes:
+    """The Peppol BIS 3 UBL XML (UTF-8 bytes) of an invoice (380) or credit note (381)."""
+    root_name, namespace = ROOTS[inv.type_code]
+    credit = inv.is_credit_note
+    b = _Builder(inv.currency)
+    root = etree.Element(f"{{{namespace}}}{root_name}",
+                         nsmap={None: namespace, "cac": CAC, "cbc": CBC})
+    b.cbc(root, "CustomizationID", CUSTOMIZATION)
+    b.cbc(root, "ProfileID", PROFILE)
+    b.cbc(root, "ID", inv.number)
+    b.cbc(root, "IssueDate", inv.issue_date.isoformat())
+    if not credit:
+        b.cbc(root, "DueDate", inv.due_date.isoformat())
+    b.cbc(root, "CreditNoteTypeCode" if credit else "InvoiceTypeCode", inv.type_code)
+    b.cbc(root, "DocumentCurrencyCode", inv.currency)
+    b.cbc(root, "BuyerReference", inv.buyer_reference)
+    if inv.order_reference:
+        b.cbc(b.cac(root, "OrderReference"), "ID", inv.order_reference)
+    if inv.preceding_invoice:
+        b.cbc(b.cac(b.cac(root, "BillingReference"), "InvoiceDocumentReference"), "ID",
+              inv.preceding_invoice)
+    if inv.despatch_reference:
+        b.cbc(b.cac(root, "DespatchDocumentReference"), "ID", inv.despatch_reference)
+    b.party(root, "AccountingSupplierParty", inv.seller)
+    b.party(root, "AccountingCustomerParty", inv.buyer)
+    if inv.delivery_date:
+        b.cbc(b.cac(root, "Delivery"), "ActualDeliveryDate", inv.delivery_date.isoformat())
+    means = b.cac(root, "PaymentMeans")
+    b.cbc(means, "PaymentMeansCode", inv.payment_means_code)
+    if credit:
+        b.cbc(means, "PaymentDueDate", inv.due_date.isoformat())
+    b.cbc(means, "PaymentID", inv.number)
+    account = b.cac(means, "PayeeFinancialAccount")
+    b.cbc(account, "ID", inv.iban)
+    b.cbc(b.cac(account, "FinancialInstitutionBranch"), "ID", inv.bic)
+    b.cbc(b.cac(root, "PaymentTerms"), "Note", inv.payment_terms)
+
+    tax_total = b.cac(root, "TaxTotal")
+    b.money(tax_total, "TaxAmount", inv.tax_total)
+    for vat in inv.vat:
+        subtotal = b.cac(tax_total, "TaxSubtotal")
+        b.money(subtotal, "TaxableAmount", vat.taxable_amount)
+        b.money(subtotal, "TaxAmount", vat.tax_amount)
+        b.tax_category(subtotal, "TaxCategory", vat.category, vat.rate, vat.exemption_reason)
+    totals = b.cac(root, "LegalMonetaryTotal")
+    b.money(totals, "LineExtensionAmount", inv.line_total)
+    b.money(totals, "TaxExclusiveAmount", inv.tax_exclusive)
+    b.money(totals, "TaxInclusiveAmount", inv.tax_inclusive)
+    b.money(totals, "PayableAmount", inv.payable)
+
+    for line in inv.lines:
+        node = b.cac(root, "CreditNoteLine" if credit else "InvoiceLine")
+        b.cbc(node, "ID", line.line_id)
+        b.cbc(node, "CreditedQuantity" if credit else "InvoicedQuantity", number(line.quantity),
+              unitCode=line.unit_code)
+        b.money(node, "LineExtensionAmount", line.net_amount)
+        item = b.cac(node, "Item")
+        b.cbc(item, "Name", line.item_name)
+        b.cbc(b.cac(item, "SellersItemIdentification"), "ID", line.seller_item_id)
+        b.tax_category(item, "ClassifiedTaxCategory", line.vat_category, line.vat_rate)
+        b.cbc(b.cac(node, "Price"), "PriceAmount", number(line.net_price),
+              currencyID=inv.currency)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -1,0 +1,57 @@
+"""UBL 2.1 / Peppol BIS 3: XSD, EN 16931 UBL schematron and Peppol rules, all fatal-free."""
+
+import time
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+
+from pipeline.einvoice.en16931 import to_en16931
+from pipeline.einvoice.ubl import to_ubl
+from tests.standards import STANDARDS, schematron_failures, xsd_errors
+
+pytestmark = pytest.mark.skipif(not STANDARDS.exists(), reason=f"no {STANDARDS}")
+
+
+def _check_all(docs) -> tuple[int, float, list[str]]:
+    problems, start = [], time.perf_counter()
+    for doc in docs:
+        xml = to_ubl(to_en16931(doc))
+        schema = "ubl-creditnote" if doc.is_credit_note else "ubl-invoice"
+        problems += [f"{doc.number} XSD: {e}" for e in xsd_errors(schema, xml)]
+        for layer in ("ubl", "peppol"):
+            problems += [f"{doc.number} {rule}: {text}"
+                         for rule, text in schematron_failures(layer, xml)]
+    return len(docs), (time.perf_counter() - start) / len(docs), problems
+
+
+def test_sample_extract_passes_ubl_xsd_en16931_and_peppol(sample_docs) -> None:
+    checked, per_invoice, problems = _check_all(sample_docs)
+    assert checked == 290 and problems == []
+    print(f"{checked} invoices, {per_invoice * 1000:.1f} ms each (XSD + 2 schematrons)")
+
+
+def test_2000_generated_invoices_pass(generated_docs) -> None:
+    checked, per_invoice, problems = _check_all(generated_docs)
+    assert checked == 2000 and problems == []
+    print(f"{checked} invoices, {per_invoice * 1000:.1f} ms each (XSD + 2 schematrons)")
+
+
+def test_peppol_endpoints(sample_docs) -> None:
+    doc = next(d for d in sample_docs if d.peppol_id)
+    root = etree.fromstring(to_ubl(to_en16931(doc)))
+    ns = {"cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"}
+    seller, buyer = root.findall(".//cbc:EndpointID", ns)
+    assert (seller.get("schemeID"), seller.text) == ("0002", doc.seller.siren)
+    assert f"{buyer.get('schemeID')}:{buyer.text}" == doc.peppol_id
+
+
+def test_rules_catch_a_broken_invoice(sample_docs) -> None:
+    doc = next(d for d in sample_docs if not d.is_credit_note)
+    line = doc.lines[0]
+    broken = replace(doc, lines=(replace(line, net=line.net + Decimal("100.00")),
+                                 *doc.lines[1:]))
+    xml = to_ubl(to_en16931(broken))
+    assert "BR-CO-10" in {r for r, _ in schematron_failures("ubl", xml)}
+    assert "PEPPOL-EN16931-R120" in {r for r, _ in schematron_failures("peppol", xml)}
