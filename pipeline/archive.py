@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -21,7 +22,7 @@ from pipeline.schemas import BILLED_LINES, INDEX
 from pipeline.storage import Storage, StoredObject
 from pipeline.validate import History
 
-__all__ = ["archive_pdf", "index_rows", "billed_rows", "write_index", "read_index",
+__all__ = ["Archived", "archive_pdf", "index_rows", "billed_rows", "write_index", "read_index",
            "load_history"]
 
 INDEX_PREFIX = "index"
@@ -33,8 +34,18 @@ def archive_pdf(storage: Storage, item: Outgoing) -> StoredObject:
     return storage.put(keys.pdf_key(item.doc.number, item.doc.issue_date), item.pdf)
 
 
-def index_rows(items: Sequence[tuple[Outgoing, StoredObject]], run_id: str) -> pl.DataFrame:
+@dataclass(frozen=True)
+class Archived:
+    """A delivered invoice: its PDF in the archive and the delivered files that carry it."""
+
+    item: Outgoing
+    pdf: StoredObject
+    delivered_keys: tuple[str, ...]
+
+
+def index_rows(archived: Sequence[Archived], run_id: str) -> pl.DataFrame:
     """One index row per delivered invoice."""
+    items = [(a.item, a.pdf, a.delivered_keys) for a in archived]
     rows = [{
         "invoice_number": o.doc.number, "customer_id": o.doc.customer_id,
         "invoice_type": o.doc.invoice_type, "issue_date": o.doc.issue_date,
@@ -43,8 +54,9 @@ def index_rows(items: Sequence[tuple[Outgoing, StoredObject]], run_id: str) -> p
         "currency": o.doc.currency, "credited_invoice_number": o.doc.credited_invoice_number,
         "channel": o.doc.channel, "status": "delivered",
         "storage_key": stored.key, "sha256": stored.sha256, "bytes": stored.bytes,
-        "period": f"{o.doc.issue_date:%Y-%m}", "run_id": run_id,
-    } for o, stored in items]
+        "delivered_keys": list(delivered), "period": f"{o.doc.issue_date:%Y-%m}",
+        "run_id": run_id,
+    } for o, stored, delivered in items]
     return pl.DataFrame(rows, schema=INDEX)
 
 
@@ -64,11 +76,11 @@ def _write_parts(storage: Storage, prefix: str, batch_id: str, rows: pl.DataFram
         storage.put(f"{prefix}/period={period}/{batch_id}.parquet", buffer.getvalue())
 
 
-def write_index(storage: Storage, batch_id: str, items: Sequence[tuple[Outgoing, StoredObject]],
+def write_index(storage: Storage, batch_id: str, archived: Sequence[Archived],
                 run_id: str) -> None:
     """Write the batch's index rows and billed lines, one part per period."""
-    _write_parts(storage, INDEX_PREFIX, batch_id, index_rows(items, run_id))
-    billed = billed_rows([o for o, _ in items])
+    _write_parts(storage, INDEX_PREFIX, batch_id, index_rows(archived, run_id))
+    billed = billed_rows([a.item for a in archived])
     if billed.height:
         _write_parts(storage, BILLED_PREFIX, batch_id, billed)
 

@@ -39,12 +39,13 @@ def open_run(settings: Settings, extract_id: str) -> RunContext:
     """Create the home directory layout and open every resource of a run."""
     settings.home.mkdir(parents=True, exist_ok=True)
     env = make_environment(settings.render.templates_dir)
+    ledger = Ledger(settings.ledger_url)
     return RunContext(
         settings=settings,
         run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{extract_id}",
-        ledger=Ledger(settings.ledger_url),
+        ledger=ledger,
         storage=LocalStorage(settings.archive_dir),
-        channels=make_channels(settings.home / "outbox", settings.seller, env),
+        channels=make_channels(settings.home / "outbox", settings, env, ledger),
         executor=make_executor(settings.render.workers),
         env=env,
     )

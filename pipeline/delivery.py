@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline import keys
-from pipeline.archive import archive_pdf, write_index
+from pipeline.archive import Archived, archive_pdf, write_index
 from pipeline.batching import Batch
 from pipeline.channels.base import Outgoing
 from pipeline.context import RunContext
@@ -90,12 +90,15 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
         stored[doc.number] = archive_pdf(ctx.storage, item)
         by_channel.setdefault(doc.channel, []).append(item)
 
-    delivered_items: list[tuple[Outgoing, StoredObject]] = []
+    delivered_items: list[Archived] = []
     for channel_name, items in by_channel.items():
         channel = ctx.channels[channel_name]
         sent = channel.send(items, rendered.batch.batch_id)
+        carried: dict[str, list[str]] = {}
         for file in sent.files:
-            ctx.storage.put(keys.delivery_key(channel_name, file.name), file.data)
+            stored_file = ctx.storage.put(keys.delivery_key(channel_name, file.name), file.data)
+            for number in file.numbers:
+                carried.setdefault(number, []).append(stored_file.key)
         items_by_number = {i.doc.number: i for i in items}
         for receipt in sent.receipts:
             key = keys.idempotency_key(receipt.number, channel_name)
@@ -105,8 +108,9 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
             else:
                 ctx.ledger.finish(key, "sent", receipt.detail)
                 report.delivered[receipt.number] = channel_name
-                delivered_items.append((items_by_number[receipt.number],
-                                        stored[receipt.number]))
+                delivered_items.append(Archived(items_by_number[receipt.number],
+                                                stored[receipt.number],
+                                                tuple(carried.get(receipt.number, ()))))
     if delivered_items:
         write_index(ctx.storage, rendered.batch.batch_id, delivered_items, ctx.run_id)
     report.deliver_s = time.perf_counter() - start

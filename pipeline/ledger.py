@@ -31,6 +31,14 @@ deliveries = sa.Table(
 )
 
 
+control_numbers = sa.Table(
+    "control_numbers", _metadata,
+    sa.Column("partner", sa.String, primary_key=True),
+    sa.Column("standard", sa.String, primary_key=True),
+    sa.Column("last", sa.Integer, nullable=False),
+)
+
+
 class Ledger:
     """Delivery states in a SQLAlchemy database (SQLite file by default)."""
 
@@ -74,6 +82,19 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(deliveries.update().where(deliveries.c.key == key).values(
                 state=state, detail=detail, updated_at=datetime.now(UTC)))
+
+    def next_control_number(self, partner: str, standard: str) -> int:
+        """The next interchange control number for a trading partner (1, 2, 3...), stored."""
+        with self.engine.begin() as conn:
+            key = (control_numbers.c.partner == partner) & (control_numbers.c.standard == standard)
+            last = conn.execute(sa.select(control_numbers.c.last).where(key).with_for_update()
+                                ).scalar_one_or_none()
+            if last is None:
+                conn.execute(control_numbers.insert().values(partner=partner, standard=standard,
+                                                             last=1))
+                return 1
+            conn.execute(control_numbers.update().where(key).values(last=last + 1))
+            return last + 1
 
     def dispose(self) -> None:
         """Close connections."""

@@ -182,6 +182,7 @@ INDEX = pl.Schema({
     "storage_key": pl.String(),
     "sha256": pl.String(),
     "bytes": pl.Int64(),
+    "delivered_keys": pl.List(pl.String()),
     "period": pl.String(),
     "run_id": pl.String(),
 })

@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
            "IngestSettings", "ValidationSettings", "Tolerance", "PROJECT_ROOT", "DEFAULT_CONFIG",
-           "SHARED_DIR"]
+           "SHARED_DIR", "EdiSettings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
@@ -96,6 +96,25 @@ class ValidationSettings(BaseModel):
         description="VAT rates (percent) allowed per seller country.")
 
 
+EInvoiceFormat = Literal["edifact", "x12", "ubl"]
+
+
+class EdiSettings(BaseModel):
+    """Electronic formats sent to EDI and Peppol customers."""
+
+    sender_gln: str = Field(default="3012345000000", pattern=r"^\d{13}$",
+                            description="The seller's GLN in EDI interchanges (UNB, NAD+SU).")
+    formats: dict[str, list[EInvoiceFormat]] = Field(
+        default_factory=lambda: {"edi": ["edifact"], "peppol": ["ubl"]},  # type: ignore[arg-type]
+        description="Formats per channel.")
+    customers: dict[str, list[EInvoiceFormat]] = Field(
+        default_factory=dict, description="Per customer_id, overrides the channel's formats.")
+
+    def formats_for(self, channel: str, customer_id: str) -> list[EInvoiceFormat]:
+        """The formats one customer receives."""
+        return self.customers.get(customer_id, self.formats.get(channel, []))
+
+
 class ArchiveSettings(BaseModel):
     """Where artifacts are archived; unset means ``<home>/archive``."""
 
@@ -119,6 +138,7 @@ class Settings(BaseSettings):
     render: RenderSettings = RenderSettings()
     ingest: IngestSettings = IngestSettings()
     validation: ValidationSettings = ValidationSettings()
+    edi: EdiSettings = EdiSettings()
     archive: ArchiveSettings = ArchiveSettings()
     ledger: LedgerSettings = LedgerSettings()
 

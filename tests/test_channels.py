@@ -3,7 +3,6 @@
 import email
 import hashlib
 import io
-import json
 from dataclasses import replace
 from email.policy import default
 
@@ -11,10 +10,9 @@ import pytest
 from pypdf import PdfReader
 
 from pipeline.channels.base import Outgoing
-from pipeline.channels.edi import INTERIM_FORMAT, EdiOutbox
 from pipeline.channels.email import EmailOutbox, build_message
 from pipeline.channels.printfile import PrintOutbox
-from pipeline.documents import InvoiceDocument, build_documents
+from pipeline.documents import build_documents
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.render.templates import make_environment
 from pipeline.settings import PROJECT_ROOT, Settings
@@ -90,12 +88,3 @@ def test_print_file_merges_pages_with_a_manifest(outgoing, tmp_path) -> None:
     assert rows[0].startswith("sequence,invoice_number")
     assert [r.split(",")[1] for r in rows[1:]] == [i.doc.number for i in outgoing]
     assert (tmp_path / pdf_file.name).read_bytes() == pdf_file.data
-
-
-def test_edi_interim_record_keeps_money_exact(outgoing, tmp_path) -> None:
-    result = EdiOutbox(tmp_path, SELLER).send(outgoing[:1], "b-edi")
-    record = json.loads(result.files[0].data)
-    assert record["format"] == INTERIM_FORMAT
-    doc: InvoiceDocument = outgoing[0].doc
-    assert record["invoice"]["total_gross"] == str(doc.total_gross)
-    assert (tmp_path / f"{doc.number}.pdf").read_bytes() == outgoing[0].pdf

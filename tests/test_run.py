@@ -72,8 +72,12 @@ def test_outputs_exist_for_every_delivered_invoice(first_run) -> None:
     manifest_rows = sum(len((home / "outbox" / c).read_text().splitlines()) - 1
                         for c in print_csvs)
     assert manifest_rows == summary["by_channel"]["print"]
-    edi_records = [k for k in outbox if k.endswith(".interim-record.json")]
-    assert len(edi_records) == summary["by_channel"]["edi"] + summary["by_channel"]["peppol"]
+    ubl = [k for k in outbox if k.endswith(".ubl.xml")]
+    assert len(ubl) == summary["by_channel"]["peppol"]
+    interchanges = [k for k in outbox if k.endswith(".edi")]
+    assert interchanges and all(k.startswith("edi/") for k in interchanges)
+    edi_pdfs = [k for k in outbox if k.startswith("edi/") and k.endswith(".pdf")]
+    assert len(edi_pdfs) == summary["by_channel"]["edi"] + summary["by_channel"]["peppol"]
 
 
 def test_index_has_one_row_per_delivered_invoice_with_its_checksum(first_run) -> None:
@@ -86,6 +90,10 @@ def test_index_has_one_row_per_delivered_invoice_with_its_checksum(first_run) ->
         assert hashlib.sha256(data).hexdigest() == row["sha256"] and len(data) == row["bytes"]
         assert data.startswith(b"%PDF")
     assert (index["total_gross"] == index["total_net"] + index["total_vat"]).all()
+    for row in index.filter(pl.col("channel") != "print").head(30).iter_rows(named=True):
+        assert row["delivered_keys"], row  # the .eml, UBL or EDI file that carried it
+        for key in row["delivered_keys"]:
+            assert (home / "archive" / key).is_file()
 
 
 def test_second_run_delivers_nothing_twice(first_run) -> None:

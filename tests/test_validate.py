@@ -292,7 +292,8 @@ def test_an_unchanged_rerun_is_not_a_duplicate(clean_bundle: ExtractBundle) -> N
     index = clean_bundle.invoices.join(totals, on="invoice_number").with_columns(
         total_gross=money.cents_to_text("gross_cents").cast(money.AMOUNT),
         channel=pl.lit("email"), status=pl.lit("delivered"), storage_key=pl.lit("k"),
-        sha256=pl.lit("0"), bytes=pl.lit(1), period=pl.lit("2026-11"), run_id=pl.lit("r")
+        sha256=pl.lit("0"), bytes=pl.lit(1), period=pl.lit("2026-11"), run_id=pl.lit("r"),
+        delivered_keys=pl.lit(None, dtype=pl.List(pl.String))
     ).select(list(INDEX)).cast(dict(INDEX))
     billed = clean_bundle.invoice_lines.join(clean_bundle.invoices, on="invoice_number").filter(
         pl.col("po_number").is_not_null()).select(list(BILLED_LINES))

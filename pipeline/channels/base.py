@@ -9,7 +9,8 @@ from typing import Protocol
 import jinja2
 
 from pipeline.documents import InvoiceDocument
-from pipeline.settings import SellerSettings
+from pipeline.ledger import Ledger
+from pipeline.settings import Settings
 
 __all__ = ["Outgoing", "Receipt", "DeliveredFile", "ChannelResult", "Channel", "make_channels"]
 
@@ -59,14 +60,15 @@ class Channel(Protocol):
         ...
 
 
-def make_channels(outbox: Path, seller: SellerSettings,
-                  env: jinja2.Environment) -> dict[str, Channel]:
+def make_channels(outbox: Path, settings: Settings, env: jinja2.Environment,
+                  ledger: Ledger) -> dict[str, Channel]:
     """The embedded-default channels, writing under ``outbox``."""
     from pipeline.channels.edi import EdiOutbox
     from pipeline.channels.email import EmailOutbox
     from pipeline.channels.printfile import PrintOutbox
 
-    edi = EdiOutbox(outbox / "edi", seller)
+    seller = settings.seller
+    edi = EdiOutbox(outbox / "edi", seller, settings.edi, ledger)
     return {"email": EmailOutbox(outbox / "email", seller, env),
             "print": PrintOutbox(outbox / "print"),
             "edi": edi, "peppol": edi}

@@ -1,53 +1,110 @@
-"""EDI and Peppol delivery, first cut: the PDF plus an interim JSON record.
+"""EDI and Peppol delivery: the Factur-X PDF plus the customer's electronic formats.
 
-The real EDIFACT/X12/UBL formats come later; until then the record is named
-``*.interim-record.json`` and says so in its ``format`` field, so nobody
-mistakes it for a standard message.
+UBL (Peppol BIS 3) is one file per invoice; EDIFACT INVOIC and X12 810 are one
+interchange per trading partner and batch, with control numbers stored in the
+ledger. Before anything is written, each invoice's totals are read back from
+the artifact and compared with the document to the cent (``crosscheck``).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from pipeline import keys
 from pipeline.channels.base import ChannelResult, DeliveredFile, Outgoing, Receipt
-from pipeline.settings import SellerSettings
+from pipeline.einvoice import crosscheck, edifact, ubl, x12
+from pipeline.einvoice.en16931 import to_en16931
+from pipeline.ledger import Ledger
+from pipeline.settings import EdiSettings, SellerSettings
 from pipeline.storage.local import write_atomic
 
-__all__ = ["EdiOutbox", "interim_record"]
-
-INTERIM_FORMAT = "invoice-pipeline/interim-json-record/v1 (not an EDI standard)"
-
-
-def interim_record(item: Outgoing, seller: SellerSettings) -> dict[str, Any]:
-    """The invoice data as a JSON-ready dict; money as strings, never floats."""
-    doc = asdict(item.doc)
-    doc.pop("seller_legal")
-    return {"format": INTERIM_FORMAT, "seller_gln_or_siren": seller.siren,
-            "pdf_sha256": item.sha256, "invoice": doc}
+__all__ = ["EdiOutbox"]
 
 
 class EdiOutbox:
-    """Writes ``<outbox>/<invoice>.pdf`` and ``<invoice>.interim-record.json``."""
+    """Writes under ``<outbox>``: ``<invoice>.pdf``, ``<invoice>.ubl.xml``,
+    ``<partner>-<control>.edi`` (EDIFACT) and ``<partner>-<control>.x12``."""
 
     name = "edi"
 
-    def __init__(self, outbox: Path, seller: SellerSettings) -> None:
-        self.outbox, self.seller = outbox, seller
+    def __init__(self, outbox: Path, seller: SellerSettings, settings: EdiSettings,
+                 ledger: Ledger) -> None:
+        self.outbox, self.seller, self.settings, self.ledger = outbox, seller, settings, ledger
 
     def send(self, items: list[Outgoing], batch_id: str) -> ChannelResult:
-        """Write the PDF and the record of each document."""
+        """Deliver every item in each of its customer's formats."""
+        problems: dict[str, list[str]] = defaultdict(list)
+        files: list[DeliveredFile] = []
+        partners: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
+        for item in items:
+            for fmt in self.settings.formats_for(item.doc.channel, item.doc.customer_id):
+                if fmt == "ubl":
+                    self._ubl(item, files, problems)
+                else:
+                    partners[(fmt, item.doc.gln or item.doc.customer_id)].append(item)
+        for (standard, partner), group in sorted(partners.items()):
+            self._interchange(standard, partner, group, files, problems)
+
+        withheld = True
+        while withheld:  # an interchange goes out whole or not at all
+            withheld = False
+            for file in files:
+                failed = [n for n in file.numbers if n in problems]
+                for number in file.numbers:
+                    if failed and number not in problems:
+                        problems[number].append(f"{file.name} withheld: {failed[0]} in the same "
+                                                "interchange failed its cross-check")
+                        withheld = True
+        kept = [f for f in files if not any(n in problems for n in f.numbers)]
         result = ChannelResult()
         for item in items:
-            stem = keys.safe_component(item.doc.number)
-            record = json.dumps(interim_record(item, self.seller), default=str,
-                                ensure_ascii=False, indent=1, sort_keys=True).encode()
+            number = item.doc.number
+            if number in problems:
+                result.receipts.append(Receipt(number, error="; ".join(problems[number])))
+                continue
+            stem = keys.safe_component(number)
             write_atomic(self.outbox / f"{stem}.pdf", item.pdf)
-            write_atomic(self.outbox / f"{stem}.interim-record.json", record)
-            result.receipts.append(Receipt(item.doc.number, detail=f"edi outbox {stem}"))
-            result.files.append(DeliveredFile(f"{stem}.interim-record.json", record,
-                                              (item.doc.number,)))
+            names = [f.name for f in kept if number in f.numbers]
+            result.receipts.append(Receipt(number, detail="edi outbox " + ", ".join(
+                [f"{stem}.pdf", *names])))
+        for file in kept:
+            write_atomic(self.outbox / file.name, file.data)
+        result.files = kept
         return result
+
+    def _ubl(self, item: Outgoing, files: list[DeliveredFile],
+             problems: dict[str, list[str]]) -> None:
+        xml = ubl.to_ubl(to_en16931(item.doc))
+        mismatches = crosscheck.differences(crosscheck.expected_totals(item.doc),
+                                            crosscheck.ubl_totals(xml))
+        if mismatches:
+            problems[item.doc.number].append("UBL totals differ: " + "; ".join(mismatches))
+            return
+        files.append(DeliveredFile(f"{keys.safe_component(item.doc.number)}.ubl.xml", xml,
+                                   (item.doc.number,)))
+
+    def _interchange(self, fmt: str, partner: str, group: list[Outgoing],
+                     files: list[DeliveredFile], problems: dict[str, list[str]]) -> None:
+        invoices = [to_en16931(i.doc) for i in group]
+        prepared = max(i.doc.issue_date for i in group)
+        control = self.ledger.next_control_number(partner, fmt)
+        if fmt == "edifact":
+            data = edifact.interchange(invoices, control, self.settings.sender_gln, partner,
+                                       prepared)
+            parsed, by_rate_only = crosscheck.edifact_totals(data), False
+        else:
+            data = x12.interchange(invoices, control, self.seller.siren, partner, prepared)
+            parsed, by_rate_only = crosscheck.x12_totals(data), True
+        for item in group:
+            expected = crosscheck.expected_totals(item.doc)
+            actual = {k: v for k, v in parsed.get(item.doc.number, {}).items() if k != "lines"}
+            if by_rate_only:
+                expected, actual = crosscheck.by_rate(expected), crosscheck.by_rate(actual)
+            mismatches = crosscheck.differences(expected, actual)
+            if mismatches:
+                problems[item.doc.number].append(f"{fmt} totals differ: " + "; ".join(mismatches))
+        suffix = "edi" if fmt == "edifact" else "x12"
+        files.append(DeliveredFile(f"{keys.safe_component(partner)}-{control:06d}.{suffix}", data,
+                                   tuple(i.doc.number for i in group)))
+

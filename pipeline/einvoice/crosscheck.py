@@ -9,6 +9,7 @@ were already compared with the model by validation (TOTALS_MISMATCH).
 from __future__ import annotations
 
 import io
+import warnings
 from decimal import Decimal
 
 from lxml import etree
@@ -17,8 +18,10 @@ from pypdf import PdfReader
 from pipeline.documents import InvoiceDocument
 from pipeline.einvoice.cii import NS
 from pipeline.einvoice.facturx import FILENAME
+from pipeline.einvoice.ubl import CAC, CBC
 
-__all__ = ["Totals", "expected_totals", "cii_totals", "embedded_xml", "check_pdf"]
+__all__ = ["Totals", "expected_totals", "cii_totals", "embedded_xml", "check_pdf", "ubl_totals",
+           "edifact_totals", "x12_totals", "differences", "by_rate"]
 
 Totals = dict[str, Decimal]
 
@@ -48,6 +51,65 @@ def cii_totals(xml: bytes) -> Totals:
         key = f"vat {tax.findtext('ram:CategoryCode', namespaces=NS)} {rate}%"
         totals[key] = Decimal(tax.findtext("ram:CalculatedAmount", namespaces=NS))
     return totals
+
+
+def ubl_totals(xml: bytes) -> Totals:
+    """Totals as a receiver reads them from UBL XML."""
+    root = etree.fromstring(xml)
+    ns = {"cac": CAC, "cbc": CBC}
+    legal = root.find("cac:LegalMonetaryTotal", ns)
+
+    def read(tag: str) -> Decimal:
+        return Decimal(legal.findtext(f"cbc:{tag}", namespaces=ns) or "NaN")
+
+    totals = {"net": read("TaxExclusiveAmount"), "gross": read("TaxInclusiveAmount"),
+              "due": read("PayableAmount"),
+              "vat": Decimal(root.findtext("cac:TaxTotal/cbc:TaxAmount", namespaces=ns))}
+    for sub in root.iterfind("cac:TaxTotal/cac:TaxSubtotal", ns):
+        rate = Decimal(sub.findtext("cac:TaxCategory/cbc:Percent", namespaces=ns)).normalize()
+        key = f"vat {sub.findtext('cac:TaxCategory/cbc:ID', namespaces=ns)} {rate}%"
+        totals[key] = Decimal(sub.findtext("cbc:TaxAmount", namespaces=ns))
+    return totals
+
+
+def edifact_totals(data: bytes) -> dict[str, Totals]:
+    """Per invoice number (BGM), the totals a receiver parses from an EDIFACT interchange."""
+    from pydifact.segmentcollection import Interchange
+
+    from pipeline.einvoice.edifact import totals_from_message
+
+    found = {}
+    with warnings.catch_warnings():  # pydifact has no D.96A directory to validate against
+        warnings.simplefilter("ignore")
+        interchange = Interchange.from_str(data.decode("latin-1"))
+        for message in interchange.get_messages():
+            segments = [(seg.tag, [e if isinstance(e, list) else [e] for e in seg.elements])
+                        for seg in message.segments]
+            number = next(e[1][0] for tag, e in segments if tag == "BGM")
+            found[number] = totals_from_message(segments)
+    return found
+
+
+def x12_totals(data: bytes) -> dict[str, Totals]:
+    """Per invoice number (BIG02), the totals a receiver parses from an X12 interchange."""
+    from pipeline.einvoice.x12 import parse, totals_from_transaction
+
+    found: dict[str, Totals] = {}
+    current: list[list[str]] = []
+    for segment in parse(data):
+        if segment[0] == "ST":
+            current = []
+        current.append(segment)
+        if segment[0] == "SE":
+            number = next(s[2] for s in current if s[0] == "BIG")
+            found[number] = totals_from_transaction(current)
+    return found
+
+
+def by_rate(totals: Totals) -> Totals:
+    """Per-rate VAT keyed by rate only (X12 TXI carries no VAT category)."""
+    return {(f"vat {k.split()[-1]}" if k.startswith("vat ") else k): v
+            for k, v in totals.items()}
 
 
 def embedded_xml(pdf: bytes) -> bytes:
