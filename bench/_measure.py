@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["TreeRss"]
+__all__ = ["TreeRss", "tree_rss_kb"]
 
 
 def _children(pid: int) -> list[int]:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from itertools import chain, cycle, islice
 from pathlib import Path
 
-from _measure import TreeRss
+from _measure import TreeRss, tree_rss_kb
 
 from pipeline import keys
 from pipeline.documents import InvoiceDocument, build_documents
@@ -115,6 +115,9 @@ def ours(docs: Iterator[InvoiceDocument], templates: Path, workers: int, batch_s
         docs = chain([first], docs)
         while batch := list(islice(docs, batch_size)):
             n += len(batch)
+            if n % 5000 < batch_size and n > batch_size:
+                print(f"  {n} invoices submitted, {time.perf_counter() - start:.0f} s, "
+                      f"tree RSS {tree_rss_kb(os.getpid()) / 1024:.0f} MB", flush=True)
             pending.append(executor.submit(w_render_batch, batch, str(templates)))
             while len(pending) > workers * 2:  # bounded: memory must not grow with N
                 engine_s += _collect(pending.pop(0).result(), out)
