@@ -3,7 +3,6 @@ PDF/A-3b carrying it as factur-x.xml, accepted by the factur-x library."""
 
 import io
 import re
-import time
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -17,19 +16,13 @@ from pipeline.einvoice.cii import to_cii
 from pipeline.einvoice.en16931 import to_en16931
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.settings import PROJECT_ROOT
-from tests.standards import STANDARDS, schematron_failures, xsd_errors
+from tests.standards import STANDARDS, check_documents, schematron_failures
 
 pytestmark = pytest.mark.skipif(not STANDARDS.exists(), reason=f"no {STANDARDS}")
 
 
 def _check_all(docs) -> tuple[int, float, list[str]]:
-    problems, start = [], time.perf_counter()
-    for doc in docs:
-        xml = to_cii(to_en16931(doc))
-        problems += [f"{doc.number} XSD: {e}" for e in xsd_errors("cii", xml)]
-        problems += [f"{doc.number} {rule}: {text}"
-                     for rule, text in schematron_failures("cii", xml)]
-    return len(docs), (time.perf_counter() - start) / len(docs), problems
+    return check_documents(docs, lambda d: to_cii(to_en16931(d)), lambda d: "cii", ("cii",))
 
 
 def test_sample_extract_passes_xsd_and_en16931_schematron(sample_docs) -> None:
