@@ -92,14 +92,18 @@ def _round_half_up(value: pl.Expr, divisor: int) -> pl.Expr:
 
 
 def line_net_cents(quantity: str | pl.Expr, unit_price: str | pl.Expr) -> pl.Expr:
-    """Line net amount in cents from Decimal(18,3) quantity and Decimal(18,4) unit price."""
-    return _round_half_up(scaled(quantity) * scaled(unit_price), 100_000).cast(pl.Int64)
+    """Line net amount in cents from Decimal(18,3) quantity and Decimal(18,4) unit price.
+
+    Int128: any product of two contract decimals fits (at most 10**36), where Int64 would
+    overflow on amounts validation must still be able to name and reject.
+    """
+    return _round_half_up(scaled(quantity) * scaled(unit_price), 100_000)
 
 
 def vat_cents(base_cents: str | pl.Expr, rate: str | pl.Expr) -> pl.Expr:
-    """VAT in cents of a base in cents at a Decimal(5,2) percent rate."""
+    """VAT in cents (Int128) of a base in cents at a Decimal(5,2) percent rate."""
     base = pl.col(base_cents) if isinstance(base_cents, str) else base_cents
-    return _round_half_up(base.cast(pl.Int128) * scaled(rate), 10_000).cast(pl.Int64)
+    return _round_half_up(base.cast(pl.Int128) * scaled(rate), 10_000)
 
 
 def cents_to_text(cents: str | pl.Expr) -> pl.Expr:

@@ -8,6 +8,7 @@ embedded ``configs/default.toml``. Secrets come only from the environment.
 from __future__ import annotations
 
 import os
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -21,8 +22,8 @@ from pydantic_settings import (
 )
 
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
-           "IngestSettings", "ValidationSettings", "Tolerance", "PROJECT_ROOT", "DEFAULT_CONFIG",
-           "SHARED_DIR", "EdiSettings"]
+           "IngestSettings", "ValidationSettings", "Tolerance", "Limits", "FORMAT_MAX_AMOUNT",
+           "PROJECT_ROOT", "DEFAULT_CONFIG", "SHARED_DIR", "EdiSettings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
@@ -81,6 +82,42 @@ class Tolerance(BaseModel):
                              description="In percent of the PO price.")
 
 
+# The largest amount every output format can carry: X12 810 TDS01 is N2 of at most 15 digits.
+FORMAT_MAX_AMOUNT = Decimal("9999999999999.99")
+
+
+class Limits(BaseModel):
+    """Plausibility limits: values outside them are rejected before anything is rendered.
+
+    The defaults suit a B2B biller; the hard bounds are what the output formats and the
+    invoice layout can hold, so a limit can be raised only as far as it can be honoured.
+    """
+
+    max_amount: Decimal = Field(
+        default=Decimal("999999999.99"), gt=0, le=FORMAT_MAX_AMOUNT,
+        description="Largest absolute unit price, line amount or invoice total.")
+    max_quantity: Decimal = Field(
+        default=Decimal("999999999.999"), gt=0, le=Decimal("999999999.999"),
+        description="Largest absolute quantity on one line.")
+    identifier_length: int = Field(
+        default=35, ge=1, le=35,
+        description="Longest identifier (invoice, PO, delivery note numbers, customer ids, SKUs):"
+                    " 35 is the EDIFACT an..35 of BGM and RFF.")
+    name_length: int = Field(default=200, ge=1, le=200,
+                             description="Longest name, address line, city or email list.")
+    description_length: int = Field(default=1000, ge=1, le=1000,
+                                    description="Longest line description or exemption reason.")
+    earliest_date: date = Field(default=date(2000, 1, 1),
+                                description="No date of an extract may be before this day.")
+    latest_date: date = Field(default=date(2099, 12, 31),
+                              description="No date of an extract may be after this day.")
+    max_payment_days: int = Field(default=366, ge=0, le=3660,
+                                  description="Longest span from issue date to due date.")
+    max_delivery_age_days: int = Field(
+        default=366, ge=0, le=3660,
+        description="Longest span from a delivery (or the invoice's delivery date) to the issue.")
+
+
 class ValidationSettings(BaseModel):
     """Which rules run, how hard they bite, and their parameters."""
 
@@ -94,6 +131,8 @@ class ValidationSettings(BaseModel):
     vat_rates: dict[str, list[Decimal]] = Field(
         default_factory=lambda: {"FR": [Decimal(r) for r in ("20", "10", "5.5", "2.1", "0")]},
         description="VAT rates (percent) allowed per seller country.")
+    limits: Limits = Field(default_factory=Limits,
+                           description="Plausibility limits on amounts, texts and dates.")
 
 
 EInvoiceFormat = Literal["edifact", "x12", "ubl"]

@@ -159,7 +159,65 @@ def _credit_unknown(b: ExtractBundle) -> Case:
     return _header("credit_note", credited_invoice_number="FA1999-000001")(b)
 
 
+def _copy_row(table: str, **changes: object) -> Mutation:
+    """Append a copy of the row of ``table`` the first invoice relies on, with ``changes``."""
+    def mutate(b: ExtractBundle) -> Case:
+        inv = _first(b)
+        line = b.invoice_lines.filter((pl.col("invoice_number") == inv["invoice_number"])
+                                      & (pl.col("line_no") == 1)).row(0, named=True)
+        where = {"customers": pl.col("customer_id") == inv["customer_id"],
+                 "purchase_orders": pl.col("po_number") == inv["po_number"],
+                 "po_lines": (pl.col("po_number") == inv["po_number"])
+                 & (pl.col("po_line_no") == line["po_line_no"]),
+                 "delivery_notes": pl.col("delivery_note_number") == line["delivery_note_number"],
+                 "delivery_note_lines": (pl.col("delivery_note_number")
+                                         == line["delivery_note_number"])
+                 & (pl.col("po_line_no") == line["po_line_no"]),
+                 "invoice_lines": (pl.col("invoice_number") == inv["invoice_number"])
+                 & (pl.col("line_no") == 1)}[table]
+        frame = getattr(b, table)
+        copy = _set(frame.filter(where), pl.lit(True), **changes)
+        bundle = replace(b, **{table: pl.concat([frame, copy])})
+        if table == "invoice_lines":
+            bundle = _with_lines(b, bundle.invoice_lines)
+        return Case(bundle, inv["invoice_number"])
+    return mutate
+
+
+def _renumber(new: str) -> Mutation:
+    def mutate(b: ExtractBundle) -> Case:
+        old = _first(b)["invoice_number"]
+        rename = {"invoice_number": pl.when(pl.col("invoice_number") == old).then(pl.lit(new))
+                  .otherwise(pl.col("invoice_number"))}
+        return Case(replace(b, invoices=b.invoices.with_columns(**rename),
+                            invoice_lines=b.invoice_lines.with_columns(**rename)), new)
+    return mutate
+
+
 MUTATIONS: dict[str, Mutation] = {
+    # integrity
+    "DUPLICATE_CUSTOMER": _copy_row("customers", legal_name="Other SARL",
+                                    email="other@evil.example"),
+    "DUPLICATE_PO": _copy_row("purchase_orders"),
+    "DUPLICATE_PO_LINE": _copy_row("po_lines", quantity_ordered=Decimal("1")),
+    "DUPLICATE_DELIVERY_NOTE": _copy_row("delivery_notes"),
+    "DUPLICATE_DELIVERY_NOTE_LINE": _copy_row("delivery_note_lines"),
+    "DUPLICATE_LINE_NO": _copy_row("invoice_lines"),
+    "CONTROL_CHARACTER": _customer("email", legal_name="Martin\x00SARL"),
+    "IDENTIFIER_INVALID": _customer("email", brand="marque été"),
+    "TEXT_TOO_LONG": _line(description="x" * 1001),
+    "NAME_OR_ADDRESS_MISSING": _customer("email", city=" "),
+    "INVOICE_NUMBER_INVALID": _renumber("../FA2026"),
+    "DATE_OUT_OF_RANGE": _header(due_date=date(9999, 12, 31)),
+    "DUE_DATE_TOO_FAR": _header(due_date=date(2028, 1, 1)),
+    "PAYMENT_TERMS_INVALID": _customer("email", payment_terms_days=-1),
+    "DELIVERY_DATE_IMPLAUSIBLE": _header(delivery_date=date(2026, 12, 31)),
+    "UNIT_INVALID": _line(unit="PIECE"),
+    "VAT_CATEGORY_UNKNOWN": _line(vat_category="Q"),
+    "AMOUNT_OUT_OF_RANGE": _bump_line("unit_price", "99999999999999.9999", times=0),
+    "QUANTITY_ZERO": _bump_line("quantity", "0", times=0),
+    "LANGUAGE_UNKNOWN": _customer("email", language="es"),
+    "PEPPOL_ID_INVALID": _customer("peppol", peppol_id="12345678900011"),
     # numbering
     "INVOICE_TYPE_UNKNOWN": _header(invoice_type="proforma"),
     "DUPLICATE_NUMBER": _duplicate,
@@ -339,3 +397,48 @@ def test_rules_doc_is_generated_from_the_registry() -> None:
     committed = (PROJECT_ROOT / "docs" / "validation-rules.md").read_text()
     assert committed == rules_markdown(), "run: invoices rules > docs/validation-rules.md"
     assert all(f"`{code}`" in committed for code in REGISTRY)
+
+
+def test_fixed_rules_cannot_be_lowered(clean_bundle: ExtractBundle) -> None:
+    case = MUTATIONS["CONTROL_CHARACTER"](clean_bundle)
+    for severity in ("warning", "off"):
+        with pytest.raises(ValueError, match="always reject"):
+            run(case, ValidationSettings(rules={"CONTROL_CHARACTER": severity}))
+
+
+def test_duplicate_customer_names_both_rows_and_what_differs(clean_bundle: ExtractBundle) -> None:
+    case = MUTATIONS["DUPLICATE_CUSTOMER"](clean_bundle)
+    found = run(case).findings.filter(pl.col("code") == "DUPLICATE_CUSTOMER")
+    customer = _first(clean_bundle)["customer_id"]
+    first = clean_bundle.customers.with_row_index().filter(
+        pl.col("customer_id") == customer)["index"][0]
+    last = case.bundle.customers.height - 1
+    assert found.height == clean_bundle.invoices.filter(pl.col("customer_id") == customer).height
+    assert set(found["detail"]) == {f"customers rows {first}, {last} share customer_id "
+                                    f"{customer}; they differ in legal_name, email"}
+
+
+def test_overflowing_line_is_rejected_not_a_crash(clean_bundle: ExtractBundle) -> None:
+    """Issue 9: unit price 99,999,999,999,999.9999 x 500 overflowed decimal(18,2) in Polars."""
+    number = _first(clean_bundle)["invoice_number"]
+    where = (pl.col("invoice_number") == number) & (pl.col("line_no") == 1)
+    lines = _set(clean_bundle.invoice_lines, where, unit_price=Decimal("99999999999999.9999"),
+                 quantity=Decimal("500"))
+    result = run(Case(replace(clean_bundle, invoice_lines=lines), number))
+    codes = set(result.findings.filter(pl.col("invoice_number") == number)["code"])
+    assert "AMOUNT_OUT_OF_RANGE" in codes
+    assert result.accepted.height == clean_bundle.invoices.height - 1
+    found = result.findings.filter(pl.col("code") == "AMOUNT_OUT_OF_RANGE")
+    assert dict(zip(found["detail"], found["actual"], strict=True)) == {
+        "unit_price": "99999999999999.9999", "line amount": "49999999999999999.95"}
+
+
+def test_unit_codes_are_the_en16931_list() -> None:
+    import re
+
+    from pipeline.settings import SHARED_DIR
+    from pipeline.validate.amounts import UNIT_CODES
+    xslt = (SHARED_DIR / "standards" / "cii" / "EN16931-CII-validation.xslt").read_text()
+    start = xslt.index('ram:BasisQuantity[@unitCode] | ram:BilledQuantity[@unitCode]" mode=')
+    listed = re.search(r"contains\(' ([^']*) '", xslt[start:]).group(1).split()
+    assert UNIT_CODES == frozenset(listed)

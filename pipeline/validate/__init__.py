@@ -17,11 +17,17 @@ from pipeline import money
 from pipeline.ingest import ExtractBundle
 from pipeline.schemas import BILLED_LINES, INDEX, REJECTIONS
 from pipeline.settings import SellerSettings, ValidationSettings
-from pipeline.validate import amounts, matching, numbering, parties  # noqa: F401  (register)
+from pipeline.validate import (  # noqa: F401  (register)
+    amounts,
+    integrity,
+    matching,
+    numbering,
+    parties,
+)
 from pipeline.validate.registry import REGISTRY, History, Rule, RuleInput
 
 __all__ = ["Validation", "validate", "compute_totals", "REGISTRY", "Rule", "History",
-           "empty_history"]
+           "empty_history", "check_rule_settings"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,25 @@ class Validation:
         return dict(zip(counts["code"], counts["invoice_number"], strict=True))
 
 
+def check_rule_settings(config: ValidationSettings) -> None:
+    """Refuse rule settings that cannot be honoured: unknown codes, or a fixed rule lowered.
+
+    Raises:
+        ValueError: naming the codes and what to do.
+    """
+    unknown = set(config.rules) - set(REGISTRY)
+    if unknown:
+        raise ValueError(f"unknown rule code(s) in [validation.rules]: {sorted(unknown)}; "
+                         f"known: {sorted(REGISTRY)}")
+    lowered = sorted(code for code, severity in config.rules.items()
+                     if REGISTRY[code].fixed and severity != "error")
+    if lowered:
+        raise ValueError(f"[validation.rules] lowers {lowered}: these rules guard what "
+                         "rendering, delivery and archiving rely on and always reject; remove "
+                         "them from the configuration (their limits are in "
+                         "[validation.limits])")
+
+
 def empty_history() -> History:
     """No earlier run."""
     return History(pl.DataFrame(schema=INDEX), pl.DataFrame(schema=BILLED_LINES))
@@ -67,7 +92,7 @@ def _without_represented(history: History, invoices: pl.DataFrame,
         "invoice_number", "customer_id", "issue_date", gross=pl.col("gross_cents").fill_null(0))
     archived = history.invoices.select(
         "invoice_number", "customer_id", "issue_date",
-        gross=money.scaled("total_gross").cast(pl.Int64))
+        gross=money.scaled("total_gross"))
     same = archived.join(current, on=["invoice_number", "customer_id", "issue_date", "gross"],
                          how="semi")["invoice_number"].implode()
     return History(history.invoices.filter(~pl.col("invoice_number").is_in(same)),
@@ -87,16 +112,18 @@ def validate(bundle: ExtractBundle, seller: SellerSettings,
         today: the run's day (issue dates after it are rejected).
     """
     config = config or ValidationSettings()
-    unknown = set(config.rules) - set(REGISTRY)
-    if unknown:
-        raise ValueError(f"unknown rule code(s) in configuration: {sorted(unknown)}; "
-                         f"known: {sorted(REGISTRY)}")
+    check_rule_settings(config)
     headers = bundle.invoices.unique("invoice_number", keep="first")
+    # A line amount beyond the limit is rejected by AMOUNT_OUT_OF_RANGE; it counts as 0 in
+    # the totals so that no sum or VAT product can overflow.
+    max_cents = int(config.limits.max_amount * 100)
     lines = bundle.invoice_lines.join(
         headers.select("invoice_number", "invoice_type", "customer_id", "po_number",
                        "issue_date", "currency"),
         on="invoice_number", how="left").with_columns(
-        net_cents=money.line_net_cents("quantity", "unit_price"))
+        raw_net_cents=money.line_net_cents("quantity", "unit_price")).with_columns(
+        net_cents=pl.when(pl.col("raw_net_cents").abs() <= max_cents)
+        .then(pl.col("raw_net_cents")).otherwise(0))
     totals = compute_totals(lines)
     x = RuleInput(bundle=bundle, lines=lines, totals=totals,
                   history=_without_represented(history or empty_history(), headers, totals),
@@ -116,9 +143,10 @@ def validate(bundle: ExtractBundle, seller: SellerSettings,
               for c in ("line_no", "detail", "expected", "actual", "delivery_note_number")),
             code=pl.lit(code), severity=pl.lit(severity)))
 
+    gross = pl.col("gross_cents").fill_null(0)
     context = headers.join(totals, on="invoice_number", how="left").select(
         "invoice_number", "customer_id", "po_number",
-        amount_at_stake=money.cents_to_text(pl.col("gross_cents").fill_null(0))
+        amount_at_stake=pl.when(gross.abs() <= max_cents).then(money.cents_to_text(gross))
         .cast(money.AMOUNT))
     findings = (pl.concat(found).join(context, on="invoice_number", how="left")
                 .select(list(REJECTIONS)).cast(REJECTIONS)

@@ -14,7 +14,7 @@ from stdnum import ean
 from stdnum.eu import vat
 from stdnum.fr import siren, tva
 
-from pipeline.schemas import CHANNELS
+from pipeline.schemas import CHANNELS, LANGUAGES
 from pipeline.validate.registry import RuleInput, rule
 
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -150,3 +150,22 @@ def postal_address_incomplete(x: RuleInput) -> pl.DataFrame:
            | ((pl.col("country") == "FR") & ~pl.col("postcode").str.contains(r"^\d{5}$"))))
     return _invoices_of(x, bad, actual=pl.format("{} / {} / {}", pl.col("address_line1"),
                                                  pl.col("postcode"), pl.col("city")))
+
+
+@rule("LANGUAGE_UNKNOWN", "error", "The customer's language is not one of fr, en, de.")
+def language_unknown(x: RuleInput) -> pl.DataFrame:
+    bad = x.customers.filter(~pl.col("language").is_in(LANGUAGES))
+    return _invoices_of(x, bad, actual=pl.col("language").str.slice(0, 60),
+                        detail=pl.format("customer {}", "customer_id"))
+
+
+# ISO 6523 ICD (4 digits), a colon, then the participant identifier (Peppol policy 1.1).
+_PEPPOL_ID = r"^[0-9]{4}:[A-Za-z0-9][A-Za-z0-9._:-]{0,49}$"
+
+
+@rule("PEPPOL_ID_INVALID", "error",
+      "A Peppol customer's peppol_id is not 'scheme:identifier' with a 4-digit ICD scheme.")
+def peppol_id_invalid(x: RuleInput) -> pl.DataFrame:
+    bad = x.customers.filter((pl.col("channel") == "peppol") & ~_blank("peppol_id")
+                             & ~pl.col("peppol_id").str.contains(_PEPPOL_ID))
+    return _invoices_of(x, bad, actual=pl.col("peppol_id").str.slice(0, 60))

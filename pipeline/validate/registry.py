@@ -24,7 +24,7 @@ from pipeline.settings import SellerSettings, ValidationSettings
 __all__ = ["Rule", "RuleInput", "History", "Severity", "REGISTRY", "rule", "THEMES"]
 
 Severity = Literal["error", "warning"]
-THEMES = ("numbering", "parties", "matching", "amounts")
+THEMES = ("integrity", "numbering", "parties", "matching", "amounts")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,9 @@ class Rule:
     theme: str
     explanation: str
     check: Callable[[RuleInput], pl.DataFrame]
+    fixed: bool = False
+    """A guard the later stages rely on (file names, formats, totals): its severity cannot be
+    lowered, because the invoice it stops could not be rendered, delivered or archived."""
 
 
 REGISTRY: dict[str, Rule] = {}
@@ -92,12 +95,13 @@ REGISTRY: dict[str, Rule] = {}
 Check = Callable[[RuleInput], pl.DataFrame]
 
 
-def rule(code: str, severity: Severity, explanation: str) -> Callable[[Check], Check]:
+def rule(code: str, severity: Severity, explanation: str,
+         fixed: bool = False) -> Callable[[Check], Check]:
     """Register a rule under a stable reason code; its module name is its theme."""
     def register(check: Check) -> Check:
         if code in REGISTRY:
             raise ValueError(f"rule code {code} registered twice")
         theme = check.__module__.rsplit(".", 1)[-1]
-        REGISTRY[code] = Rule(code, severity, theme, explanation, check)
+        REGISTRY[code] = Rule(code, severity, theme, explanation, check, fixed)
         return check
     return register
