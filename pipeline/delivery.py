@@ -17,6 +17,7 @@ from pipeline.batching import Batch
 from pipeline.channels.base import Outgoing
 from pipeline.context import RunContext
 from pipeline.documents import InvoiceDocument, build_documents
+from pipeline.errors import PipelineError
 from pipeline.ingest import ExtractBundle
 from pipeline.progress import progress
 from pipeline.render.worker import Rendered, w_render_batch
@@ -34,6 +35,8 @@ class RenderedBatch:
     rendered: list[Rendered]
     already_delivered: dict[str, str]
     render_s: float
+    error: str | None = None
+    """Why the batch could not be prepared at all; every invoice of it then fails with it."""
 
 
 @dataclass
@@ -55,7 +58,13 @@ class BatchReport:
 def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> RenderedBatch:
     """Build the batch's documents and render those not yet delivered."""
     start = time.perf_counter()
-    docs = build_documents(bundle, batch.numbers, ctx.settings.seller)
+    try:
+        docs = build_documents(bundle, batch.numbers, ctx.settings.seller)
+    except Exception as exc:  # one bad batch must not stop the night: its invoices fail
+        progress().advance("render", len(batch.numbers))
+        return RenderedBatch(batch, {}, [], {}, time.perf_counter() - start,
+                             error=f"batch {batch.batch_id} could not be prepared: "
+                                   f"{type(exc).__name__}: {exc}")
     sent = ctx.ledger.sent_keys(keys.idempotency_key(d.number, d.channel) for d in docs)
     todo = [d for d in docs if keys.idempotency_key(d.number, d.channel) not in sent]
     already = {d.number: d.channel for d in docs if d not in todo}
@@ -75,6 +84,10 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
     report = BatchReport(rendered.batch.batch_id,
                          already_delivered=dict(rendered.already_delivered),
                          render_s=rendered.render_s)
+    if rendered.error:
+        report.failed = dict.fromkeys(rendered.batch.numbers, rendered.error)
+        progress().advance("deliver", len(rendered.batch.numbers))
+        return report
     by_channel: dict[str, list[Outgoing]] = {}
     stored: dict[str, StoredObject] = {}
     for result in rendered.rendered:
@@ -87,13 +100,28 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
         if not ctx.ledger.claim(key, doc.number, doc.channel, item.sha256, ctx.run_id):
             report.already_delivered[doc.number] = doc.channel
             continue
-        stored[doc.number] = archive_pdf(ctx.storage, item)
+        try:
+            stored[doc.number] = archive_pdf(ctx.storage, item)
+        except (PipelineError, OSError, ValueError) as exc:  # this invoice only
+            problem = f"invoice {doc.number}: not archived, not delivered: {exc}"
+            ctx.ledger.finish(key, "failed", problem)
+            report.failed[doc.number] = problem
+            continue
         by_channel.setdefault(doc.channel, []).append(item)
 
     delivered_items: list[Archived] = []
     for channel_name, items in by_channel.items():
         channel = ctx.channels[channel_name]
-        sent = channel.send(items, rendered.batch.batch_id)
+        try:
+            sent = channel.send(items, rendered.batch.batch_id)
+        except Exception as exc:  # a channel bug fails its items of this batch, not the night
+            problem = (f"{channel_name} channel failed for batch {rendered.batch.batch_id}: "
+                       f"{type(exc).__name__}: {exc}")
+            for item in items:
+                ctx.ledger.finish(keys.idempotency_key(item.doc.number, channel_name), "failed",
+                                  problem)
+                report.failed[item.doc.number] = problem
+            continue
         carried: dict[str, list[str]] = {}
         for file in sent.files:
             stored_file = ctx.storage.put(keys.delivery_key(channel_name, file.name), file.data)

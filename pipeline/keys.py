@@ -16,6 +16,8 @@ __all__ = ["safe_component", "digest", "batch_id", "pdf_key", "delivery_key",
            "idempotency_key", "message_id", "extract_id"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# File systems cap a name at 255 bytes; leave room for a suffix and a temporary prefix.
+MAX_COMPONENT = 200
 
 
 def safe_component(value: str) -> str:
@@ -26,7 +28,11 @@ def safe_component(value: str) -> str:
     """
     if not value:
         raise ValueError("an empty value cannot name a file")
-    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), value)
+    safe = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), value)
+    if len(safe) > MAX_COMPONENT:
+        raise ValueError(f"{value[:40]!r}... is too long to name a file ({len(safe)} characters "
+                         f"once escaped, at most {MAX_COMPONENT})")
+    return safe
 
 
 def digest(*parts: str) -> str:

@@ -1,0 +1,78 @@
+"""One bad invoice or batch fails alone: the rest of the night is delivered."""
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline.batching import plan_batches
+from pipeline.context import open_run
+from pipeline.delivery import deliver_batch, render_batch
+from pipeline.errors import StorageError
+from pipeline.ingest import ExtractBundle
+from pipeline.keys import safe_component
+from pipeline.ledger import deliveries
+from pipeline.validate import validate
+
+
+@pytest.fixture()
+def run_parts(clean_bundle: ExtractBundle, settings):
+    accepted = validate(clean_bundle, settings.seller, settings.validation,
+                        today=date(2026, 11, 27)).accepted.head(4)
+    [batch] = plan_batches(accepted, 10)
+    ctx = open_run(settings, "test")
+    yield clean_bundle, batch, ctx
+    ctx.close()
+
+
+def test_an_archive_failure_fails_that_invoice_only(run_parts, monkeypatch) -> None:
+    bundle, batch, ctx = run_parts
+    victim = batch.numbers[1]
+    put = ctx.storage.put
+
+    def failing_put(key: str, data: bytes):
+        if safe_component(victim) in key:
+            raise StorageError(f"cannot write {key}: File name too long")
+        return put(key, data)
+
+    monkeypatch.setattr(ctx.storage, "put", failing_put)
+    report = deliver_batch(render_batch(bundle, batch, ctx), ctx)
+    assert set(report.failed) == {victim}
+    assert "File name too long" in report.failed[victim]
+    assert set(report.delivered) == set(batch.numbers) - {victim}
+    # the ledger says failed, so the next run retries it
+    with ctx.ledger.engine.connect() as conn:
+        states = dict(conn.execute(sa.select(deliveries.c.invoice_number, deliveries.c.state)))
+    assert states[victim] == "failed"
+    assert {states[n] for n in batch.numbers if n != victim} == {"sent"}
+
+
+def test_a_batch_that_cannot_be_prepared_fails_its_invoices(run_parts, monkeypatch) -> None:
+    bundle, batch, ctx = run_parts
+
+    def broken(*args, **kwargs):
+        raise KeyError("customer_id")
+
+    monkeypatch.setattr("pipeline.delivery.build_documents", broken)
+    report = deliver_batch(render_batch(bundle, batch, ctx), ctx)
+    assert set(report.failed) == set(batch.numbers) and not report.delivered
+    assert all("could not be prepared" in e and "KeyError" in e for e in report.failed.values())
+
+
+def test_a_channel_crash_fails_its_items_and_the_ledger_says_so(run_parts, monkeypatch) -> None:
+    bundle, batch, ctx = run_parts
+
+    def crash(items, batch_id):
+        raise RuntimeError("printer on fire")
+
+    for channel in ctx.channels.values():
+        monkeypatch.setattr(channel, "send", crash)
+    report = deliver_batch(render_batch(bundle, batch, ctx), ctx)
+    assert set(report.failed) == set(batch.numbers)
+    assert all("printer on fire" in e for e in report.failed.values())
+
+
+def test_a_file_name_too_long_is_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="too long to name a file"):
+        safe_component("/" * 90)
+    assert safe_component("FA/2026/1") == "FA%2F2026%2F1"
