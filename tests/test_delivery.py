@@ -42,7 +42,8 @@ def test_an_archive_failure_fails_that_invoice_only(run_parts, monkeypatch) -> N
     assert set(report.delivered) == set(batch.numbers) - {victim}
     # the ledger says failed, so the next run retries it
     with ctx.ledger.engine.connect() as conn:
-        states = dict(conn.execute(sa.select(deliveries.c.invoice_number, deliveries.c.state)))
+        states = {row.invoice_number: row.state for row in conn.execute(
+            sa.select(deliveries.c.invoice_number, deliveries.c.state))}
     assert states[victim] == "failed"
     assert {states[n] for n in batch.numbers if n != victim} == {"sent"}
 
