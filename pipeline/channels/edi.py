@@ -3,7 +3,11 @@
 UBL (Peppol BIS 3) is one file per invoice; EDIFACT INVOIC and X12 810 are one
 interchange per trading partner and batch, with control numbers stored in the
 ledger. Before anything is written, each invoice's totals are read back from
-the artifact and compared with the document to the cent (``crosscheck``).
+the artifact and compared with the document to the cent (``crosscheck``); an
+interchange is also read back whole by a receiver's parser and must match,
+segment for segment and value for value, what the writer meant. An invoice
+whose identifiers cannot be written unaltered fails alone; a problem found in
+an interchange withholds all of it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pipeline import keys
 from pipeline.channels.base import ChannelResult, DeliveredFile, Outgoing, Receipt
 from pipeline.einvoice import crosscheck, edifact, ubl, x12
 from pipeline.einvoice.en16931 import to_en16931
+from pipeline.einvoice.segments import FieldError, Reading, Segment, Syntax
 from pipeline.ledger import Ledger
 from pipeline.settings import EdiSettings, SellerSettings
 from pipeline.storage.local import write_atomic
@@ -86,25 +91,52 @@ class EdiOutbox:
 
     def _interchange(self, fmt: str, partner: str, group: list[Outgoing],
                      files: list[DeliveredFile], problems: dict[str, list[str]]) -> None:
-        invoices = [to_en16931(i.doc) for i in group]
-        prepared = max(i.doc.issue_date for i in group)
-        control = self.ledger.next_control_number(partner, fmt)
-        if fmt == "edifact":
-            data = edifact.interchange(invoices, control, self.settings.sender_gln, partner,
-                                       prepared)
-            parsed, by_rate_only = crosscheck.edifact_totals(data), False
-        else:
-            data = x12.interchange(invoices, control, self.seller.siren, partner, prepared)
-            parsed, by_rate_only = crosscheck.x12_totals(data), True
+        """One interchange for the partner's invoices that can be written unaltered; it is
+        read back with a receiver's parser and must match, segment for segment, what was
+        meant, and carry each document's totals."""
+        syntax: Syntax = edifact if fmt == "edifact" else x12
+        sender = self.settings.sender_gln if fmt == "edifact" else self.seller.siren
+        kept: list[Outgoing] = []
+        bodies: list[list[Segment]] = []
         for item in group:
+            try:
+                bodies.append(syntax.body(to_en16931(item.doc), sender, partner))
+            except FieldError as exc:  # this invoice only: the others go without it
+                problems[item.doc.number].append(str(exc))
+                continue
+            kept.append(item)
+        if not kept:
+            return
+        control = self.ledger.next_control_number(partner, fmt)
+        try:
+            written = syntax.envelope(bodies, control, sender, partner,
+                                      max(i.doc.issue_date for i in kept))
+        except FieldError as exc:
+            for item in kept:
+                problems[item.doc.number].append(str(exc))
+            return
+        data = syntax.serialize(written)
+        reading = syntax.read(data)
+        found = crosscheck.interchange_differences(fmt, written, reading)
+        for item, differences in zip(kept, found, strict=True):
+            if differences:
+                problems[item.doc.number].append(f"{fmt} interchange read back differs from "
+                                                 "what was written: " + "; ".join(differences))
+        if not any(found):  # the structure is sound, so the totals can be read from it
+            self._check_totals(fmt, reading, kept, problems)
+        suffix = "edi" if fmt == "edifact" else "x12"
+        files.append(DeliveredFile(f"{keys.safe_component(partner)}-{control:06d}.{suffix}", data,
+                                   tuple(i.doc.number for i in kept)))
+
+    @staticmethod
+    def _check_totals(fmt: str, reading: Reading, kept: list[Outgoing],
+                      problems: dict[str, list[str]]) -> None:
+        parsed = crosscheck.totals_read_back(fmt, reading)
+        for item in kept:
             expected = crosscheck.expected_totals(item.doc)
             actual = {k: v for k, v in parsed.get(item.doc.number, {}).items() if k != "lines"}
-            if by_rate_only:
+            if fmt == "x12":  # X12 TXI carries no VAT category
                 expected, actual = crosscheck.by_rate(expected), crosscheck.by_rate(actual)
             mismatches = crosscheck.differences(expected, actual)
             if mismatches:
                 problems[item.doc.number].append(f"{fmt} totals differ: " + "; ".join(mismatches))
-        suffix = "edi" if fmt == "edifact" else "x12"
-        files.append(DeliveredFile(f"{keys.safe_component(partner)}-{control:06d}.{suffix}", data,
-                                   tuple(i.doc.number for i in group)))
-

@@ -4,14 +4,20 @@ A PDF whose embedded Factur-X XML does not carry, to the cent, the totals of
 the document model (net, VAT per rate, gross, amount due) fails that invoice
 with the differing values; it is never sent. The extract's own header totals
 were already compared with the model by validation (TOTALS_MISMATCH).
+
+An EDI interchange is also read back whole by a receiver's parser (pydifact,
+pyx12) and compared with the segments the writer intended, value for value,
+with the parser's own envelope checks (segment, message and group counts,
+control numbers): totals alone would not notice a name that swallowed the
+next element (issue 9).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import warnings
 import zlib
+from collections.abc import Sequence
 from decimal import Decimal
 
 from lxml import etree
@@ -19,10 +25,12 @@ from lxml import etree
 from pipeline.documents import InvoiceDocument
 from pipeline.einvoice.cii import NS
 from pipeline.einvoice.facturx import FILENAME
+from pipeline.einvoice.segments import Element, Reading, Segment
 from pipeline.einvoice.ubl import CAC, CBC
 
 __all__ = ["Totals", "expected_totals", "cii_totals", "embedded_xml", "check_pdf", "ubl_totals",
-           "edifact_totals", "x12_totals", "differences", "by_rate"]
+           "edifact_totals", "x12_totals", "totals_read_back", "differences", "by_rate",
+           "interchange_differences", "MESSAGE_TAGS"]
 
 Totals = dict[str, Decimal]
 
@@ -73,38 +81,134 @@ def ubl_totals(xml: bytes) -> Totals:
     return totals
 
 
+# What one message is called, and the segments that open and close it.
+MESSAGE_TAGS = {"edifact": ("message", "UNH", "UNT"), "x12": ("transaction set", "ST", "SE")}
+_SHOWN = 5  # differences listed per message; a shifted segment makes every later one differ
+
+
+def _split(segments: Sequence[Segment], start: str, end: str
+           ) -> tuple[list[Segment], list[list[tuple[int, Segment]]]]:
+    """Segments outside any message, and each message with every segment's index."""
+    outside: list[Segment] = []
+    messages: list[list[tuple[int, Segment]]] = []
+    current: list[tuple[int, Segment]] | None = None
+    for index, seg in enumerate(segments):
+        if seg.tag == start:
+            current = []
+            messages.append(current)
+        if current is None:
+            outside.append(seg)
+        else:
+            current.append((index, seg))
+        if seg.tag == end:
+            current = None
+    return outside, messages
+
+
+def _show(value: str | None) -> str:
+    return "nothing" if value is None else repr(value)
+
+
+def _element_differences(name: str, tag: str, written: tuple[Element, ...],
+                         read: tuple[Element, ...]) -> list[str]:
+    found = []
+    for position in range(max(len(written), len(read))):
+        mine = written[position] if position < len(written) else ()
+        theirs = read[position] if position < len(read) else ()
+        for part in range(max(len(mine), len(theirs))):
+            want = mine[part] if part < len(mine) else None
+            got = theirs[part] if part < len(theirs) else None
+            if want != got:
+                ref = f"{tag}{position + 1:02d}" + (
+                    f"-{part + 1}" if max(len(mine), len(theirs)) > 1 else "")
+                found.append(f"{name} {ref}: expected {_show(want)}, read back {_show(got)}")
+    return found
+
+
+def _segment_differences(where: str, written: Sequence[Segment], read: Sequence[Segment]
+                         ) -> list[str]:
+    found = []
+    if len(written) != len(read):
+        found.append(f"{where}: {len(written)} segments written, {len(read)} read back")
+    for number, (mine, theirs) in enumerate(zip(written, read, strict=False), start=1):
+        name = f"{where} segment {number}"
+        if mine.tag != theirs.tag:
+            found.append(f"{name}: expected {mine.tag}, read back {theirs.tag}")
+        else:
+            found += _element_differences(name, mine.tag, mine.elements, theirs.elements)
+    if len(found) > _SHOWN:
+        found[_SHOWN:] = [f"{where}: {len(found) - _SHOWN} more differences"]
+    return found
+
+
+def interchange_differences(syntax: str, written: Sequence[Segment], reading: Reading
+                            ) -> list[list[str]]:
+    """Per message written, how the interchange read back differs from what was meant.
+
+    Each message's list holds the differences in its own segments (tag, element and
+    component, expected and read-back values), the parser's errors at those
+    segments, and whatever concerns the whole interchange (envelope segments, the
+    number of messages, errors outside any message), since none of its messages
+    can go without the others. All lists empty: the interchange reads back as meant.
+
+    Args:
+        syntax: ``edifact`` or ``x12`` (``MESSAGE_TAGS``).
+        written: the segments given to the serializer, UNA aside.
+        reading: the serialized bytes as read back (``edifact.read``, ``x12.read``).
+    """
+    label, start, end = MESSAGE_TAGS[syntax]
+    outside, messages = _split(written, start, end)
+    outside_read, messages_read = _split(reading.segments, start, end)
+    owner = {index: n for n, message in enumerate(messages_read) for index, _ in message}
+    common: list[str] = []
+    own: list[list[str]] = [[] for _ in messages]
+    for index, error in reading.errors:
+        n = owner.get(index)
+        (own[n] if n is not None and n < len(own) else common).append(error)
+    if len(messages_read) != len(messages):
+        common.append(f"{len(messages)} {label}s written, {len(messages_read)} read back")
+    common += _segment_differences("envelope", outside, outside_read)
+    for n, message in enumerate(messages):
+        theirs = messages_read[n] if n < len(messages_read) else []
+        own[n] += _segment_differences(f"{label} {n + 1}", [s for _, s in message],
+                                       [s for _, s in theirs])
+    return [common + found for found in own]
+
+
+def totals_read_back(syntax: str, reading: Reading) -> dict[str, Totals]:
+    """Per invoice number (BGM 1004, BIG02), the totals a receiver reads from an
+    interchange already read back (``edifact.read``, ``x12.read``): one parse serves
+    both this and ``interchange_differences``."""
+    from pipeline.einvoice.edifact import totals_from_message
+    from pipeline.einvoice.x12 import totals_from_transaction
+
+    _, start, end = MESSAGE_TAGS[syntax]
+    found = {}
+    for message in _split(reading.segments, start, end)[1]:
+        segments = [seg for _, seg in message]
+        if syntax == "edifact":
+            number = next(s.elements[1][0] for s in segments if s.tag == "BGM")
+            found[number] = totals_from_message([(s.tag, [list(e) for e in s.elements])
+                                                 for s in segments])
+        else:
+            number = next(s.elements[1][0] for s in segments if s.tag == "BIG")
+            found[number] = totals_from_transaction([[s.tag, *(">".join(e) for e in s.elements)]
+                                                     for s in segments])
+    return found
+
+
 def edifact_totals(data: bytes) -> dict[str, Totals]:
     """Per invoice number (BGM), the totals a receiver parses from an EDIFACT interchange."""
-    from pydifact.segmentcollection import Interchange
+    from pipeline.einvoice.edifact import read
 
-    from pipeline.einvoice.edifact import totals_from_message
-
-    found = {}
-    with warnings.catch_warnings():  # pydifact has no D.96A directory to validate against
-        warnings.simplefilter("ignore")
-        interchange = Interchange.from_str(data.decode("latin-1"))
-        for message in interchange.get_messages():
-            segments = [(seg.tag, [e if isinstance(e, list) else [e] for e in seg.elements])
-                        for seg in message.segments]
-            number = next(e[1][0] for tag, e in segments if tag == "BGM")
-            found[number] = totals_from_message(segments)
-    return found
+    return totals_read_back("edifact", read(data))
 
 
 def x12_totals(data: bytes) -> dict[str, Totals]:
     """Per invoice number (BIG02), the totals a receiver parses from an X12 interchange."""
-    from pipeline.einvoice.x12 import parse, totals_from_transaction
+    from pipeline.einvoice.x12 import read
 
-    found: dict[str, Totals] = {}
-    current: list[list[str]] = []
-    for segment in parse(data):
-        if segment[0] == "ST":
-            current = []
-        current.append(segment)
-        if segment[0] == "SE":
-            number = next(s[2] for s in current if s[0] == "BIG")
-            found[number] = totals_from_transaction(current)
-    return found
+    return totals_read_back("x12", read(data))
 
 
 def by_rate(totals: Totals) -> Totals:

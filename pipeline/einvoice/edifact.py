@@ -1,109 +1,233 @@
 """UN/EDIFACT INVOIC D.96A (EANCOM 2002 subset): one interchange per partner and batch.
 
-Text is escaped with the release character (``? ' + :`` become ``?? ?' ?+ ?:``) and
-transliterated to the UNOC (ISO 8859-1) repertoire; segment counts (UNT) and
-message counts (UNZ) are computed, never written by hand.
+Segments are built as structured data (``segments.Segment``) from values that
+are transliterated to the UNOC (ISO 8859-1) repertoire and cut to their
+element's size first; ``serialize`` is the only place text is escaped with the
+release character (``? ' + :`` become ``?? ?' ?+ ?:``). Cutting after escaping
+could leave a lone ``?`` at the end of an element and release the separator
+after it, shifting every following element (issue 9). Identifiers (invoice
+number, references, GLNs, item ids) are never cut: one that does not fit fails
+its invoice with ``FieldError``. Segment counts (UNT) and message counts (UNZ)
+are computed, never written by hand.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 
-from pipeline.einvoice.cii import amount, number
-from pipeline.einvoice.en16931 import Invoice
+from pydifact.parser import Parser
+from pydifact.segmentcollection import Interchange
 
-__all__ = ["escape", "interchange", "message_segments", "SERVICE_STRING"]
+from pipeline.einvoice.cii import amount, number
+from pipeline.einvoice.en16931 import Invoice, Party
+from pipeline.einvoice.segments import FieldError, Reading, Segment, segment
+
+__all__ = ["escape", "body", "envelope", "serialize", "interchange", "read",
+           "totals_from_message", "SERVICE_STRING", "TEXT_LIMITS"]
 
 SERVICE_STRING = "UNA:+.? '"
+# D.96A sizes of the free-text elements we fill: NAD C080 3036, C059 3042, 3164 (an..35);
+# the item description is one component of IMD C273, 70 characters in this layout.
+TEXT_LIMITS = {"name": 35, "street": 35, "city": 35, "description": 70}
 _TRANSLIT = str.maketrans({"–": "-", "—": "-", "×": "x", "’": "'", "‘": "'", "“": '"',
                            "”": '"', "…": "...", "€": "EUR", "\n": " ", "\r": " "})
 
 
+def _unoc(text: str) -> str:
+    return text.translate(_TRANSLIT).encode("latin-1", errors="replace").decode("latin-1")
+
+
 def escape(text: str) -> str:
     """Text safe inside an element: UNOC repertoire, separators released."""
-    latin1 = text.translate(_TRANSLIT).encode("latin-1", errors="replace").decode("latin-1")
-    return "".join(f"?{c}" if c in "?'+:" else c for c in latin1)
+    return "".join(f"?{c}" if c in "?'+:" else c for c in _unoc(text))
 
 
-def _seg(*elements: str | Sequence[str]) -> str:
-    parts = [":".join(e) if not isinstance(e, str) else e for e in elements]
-    while parts and parts[-1] == "":  # drop trailing empty elements, never an escaped "+"
-        parts.pop()
-    return "+".join(parts) + "'"
+def _text(value: str, limit: int) -> str:
+    """Free text cut to its element's size before escaping (release characters do not
+    count towards the size, ISO 9735)."""
+    return _unoc(value)[:limit]
+
+
+def _ident(value: str, limit: int, field_name: str) -> str:
+    """An identifier as it is, or ``FieldError``: cutting it would name another document."""
+    if _unoc(value) != value:
+        raise FieldError("EDIFACT", field_name, value,
+                         "has characters outside the UNOC repertoire (ISO 8859-1)")
+    if len(value) > limit:
+        raise FieldError("EDIFACT", field_name, value,
+                         f"has {len(value)} characters, the element allows at most {limit} "
+                         f"(an..{limit})")
+    return value
 
 
 def _d(value: date) -> str:
     return value.strftime("%Y%m%d")
 
 
-def message_segments(inv: Invoice, reference: str, seller_gln: str, buyer_gln: str
-                     ) -> list[str]:
-    """UNH ... UNT of one invoice or credit note."""
+def _nad(qualifier: str, gln: str, party: Party) -> Segment:
+    return segment("NAD", qualifier, (_ident(gln, 35, "NAD 3039 (party GLN)"), "", "9"), "",
+                   _text(party.name, TEXT_LIMITS["name"]),
+                   _text(party.line1, TEXT_LIMITS["street"]),
+                   _text(party.city, TEXT_LIMITS["city"]), "",
+                   _ident(party.postcode, 9, "NAD 3251 (postcode)"),
+                   _ident(party.country, 3, "NAD 3207 (country)"))
+
+
+def body(inv: Invoice, seller_gln: str, buyer_gln: str) -> list[Segment]:
+    """BGM ... the last MOA of one invoice or credit note; ``envelope`` adds UNH and UNT.
+
+    Raises:
+        FieldError: an identifier does not fit its element or is not in UNOC.
+    """
     segments = [
-        _seg("UNH", escape(reference), ("INVOIC", "D", "96A", "UN", "EAN008")),
-        _seg("BGM", inv.type_code, escape(inv.number), "9"),
-        _seg("DTM", ("137", _d(inv.issue_date), "102")),
+        segment("BGM", inv.type_code, _ident(inv.number, 35, "BGM 1004 (invoice number)"), "9"),
+        segment("DTM", ("137", _d(inv.issue_date), "102")),
     ]
     if inv.delivery_date:
-        segments.append(_seg("DTM", ("35", _d(inv.delivery_date), "102")))
-    if inv.order_reference:
-        segments.append(_seg("RFF", ("ON", escape(inv.order_reference))))
-    if inv.despatch_reference:
-        segments.append(_seg("RFF", ("DQ", escape(inv.despatch_reference))))
-    if inv.preceding_invoice:
-        segments.append(_seg("RFF", ("IV", escape(inv.preceding_invoice))))
+        segments.append(segment("DTM", ("35", _d(inv.delivery_date), "102")))
+    for qualifier, reference, what in (("ON", inv.order_reference, "order reference"),
+                                       ("DQ", inv.despatch_reference, "despatch reference"),
+                                       ("IV", inv.preceding_invoice, "preceding invoice")):
+        if reference:
+            segments.append(segment("RFF", (qualifier, _ident(reference, 35,
+                                                              f"RFF+{qualifier} 1154 ({what})"))))
     for qualifier, gln, party in (("SU", seller_gln, inv.seller), ("BY", buyer_gln, inv.buyer),
                                   ("DP", buyer_gln, inv.buyer), ("IV", buyer_gln, inv.buyer)):
-        segments.append(_seg("NAD", qualifier, (gln, "", "9"), "", escape(party.name)[:35],
-                             escape(party.line1)[:35], escape(party.city)[:35], "",
-                             escape(party.postcode), party.country))
+        segments.append(_nad(qualifier, gln, party))
         if qualifier in ("SU", "BY") and party.vat_id:
-            segments.append(_seg("RFF", ("VA", escape(party.vat_id))))
+            segments.append(segment("RFF", ("VA", _ident(party.vat_id, 35,
+                                                         "RFF+VA 1154 (VAT number)"))))
     segments += [
-        _seg("CUX", ("2", inv.currency, "4")),
-        _seg("PAT", "1", "", ("5", "3", "D", str((inv.due_date - inv.issue_date).days))),
-        _seg("DTM", ("13", _d(inv.due_date), "102")),
+        segment("CUX", ("2", _ident(inv.currency, 3, "CUX 6345 (currency)"), "4")),
+        segment("PAT", "1", "", ("5", "3", "D", str((inv.due_date - inv.issue_date).days))),
+        segment("DTM", ("13", _d(inv.due_date), "102")),
     ]
     for line in inv.lines:
         segments += [
-            _seg("LIN", line.line_id),
-            _seg("PIA", "5", (escape(line.seller_item_id), "SA")),
-            _seg("IMD", "F", "", ("", "", "", escape(line.item_name)[:70])),
-            _seg("QTY", ("47", number(line.quantity), line.unit_code)),
-            _seg("MOA", ("203", amount(line.net_amount))),
-            _seg("PRI", ("AAA", number(line.net_price))),
-            _seg("TAX", "7", "VAT", "", "", ("", "", "", number(line.vat_rate)),
-                 line.vat_category),
+            segment("LIN", _ident(line.line_id, 6, "LIN 1082 (line number)")),
+            segment("PIA", "5", (_ident(line.seller_item_id, 35, "PIA 7140 (item number)"),
+                                 "SA")),
+            segment("IMD", "F", "", ("", "", "", _text(line.item_name,
+                                                       TEXT_LIMITS["description"]))),
+            segment("QTY", ("47", number(line.quantity),
+                            _ident(line.unit_code, 3, "QTY 6411 (unit)"))),
+            segment("MOA", ("203", amount(line.net_amount))),
+            segment("PRI", ("AAA", number(line.net_price))),
+            segment("TAX", "7", "VAT", "", "", ("", "", "", number(line.vat_rate)),
+                    _ident(line.vat_category, 3, "TAX 5305 (VAT category)")),
         ]
     segments += [
-        _seg("UNS", "S"),
-        _seg("MOA", ("86", amount(inv.payable))),
-        _seg("MOA", ("79", amount(inv.line_total))),
-        _seg("MOA", ("125", amount(inv.tax_exclusive))),
-        _seg("MOA", ("176", amount(inv.tax_total))),
+        segment("UNS", "S"),
+        segment("MOA", ("86", amount(inv.payable))),
+        segment("MOA", ("79", amount(inv.line_total))),
+        segment("MOA", ("125", amount(inv.tax_exclusive))),
+        segment("MOA", ("176", amount(inv.tax_total))),
     ]
     for vat in inv.vat:
         segments += [
-            _seg("TAX", "7", "VAT", "", "", ("", "", "", number(vat.rate)), vat.category),
-            _seg("MOA", ("124", amount(vat.tax_amount))),
-            _seg("MOA", ("125", amount(vat.taxable_amount))),
+            segment("TAX", "7", "VAT", "", "", ("", "", "", number(vat.rate)),
+                    _ident(vat.category, 3, "TAX 5305 (VAT category)")),
+            segment("MOA", ("124", amount(vat.tax_amount))),
+            segment("MOA", ("125", amount(vat.taxable_amount))),
         ]
-    segments.append(_seg("UNT", str(len(segments) + 1), escape(reference)))
     return segments
+
+
+def envelope(bodies: Sequence[Sequence[Segment]], control: int, seller_gln: str,
+             buyer_gln: str, prepared: date) -> list[Segment]:
+    """UNB, one UNH ... UNT message per body, UNZ: the whole interchange but its UNA.
+
+    Raises:
+        FieldError: a GLN or the control reference does not fit its element.
+    """
+    reference = _ident(str(control), 14, "UNB 0020 (control reference)")
+    segments = [segment("UNB", ("UNOC", "3"),
+                        (_ident(seller_gln, 35, "UNB 0004 (sender)"), "14"),
+                        (_ident(buyer_gln, 35, "UNB 0010 (recipient)"), "14"),
+                        (prepared.strftime("%y%m%d"), "0000"), reference)]
+    for index, message in enumerate(bodies, start=1):
+        ref = _ident(f"{control}-{index}", 14, "UNH 0062 (message reference)")
+        segments += [segment("UNH", ref, ("INVOIC", "D", "96A", "UN", "EAN008")), *message,
+                     segment("UNT", str(len(message) + 2), ref)]
+    segments.append(segment("UNZ", str(len(bodies)), reference))
+    return segments
+
+
+def serialize(segments: Sequence[Segment]) -> bytes:
+    """UNA, then one segment per line, ISO 8859-1: the one place values are escaped."""
+    lines = [SERVICE_STRING]
+    lines += ["+".join([s.tag, *(":".join(escape(c) for c in e) for e in s.elements)]) + "'"
+              for s in segments]
+    return ("\n".join(lines) + "\n").encode("latin-1")
 
 
 def interchange(invoices: Sequence[Invoice], control: int, seller_gln: str, buyer_gln: str,
                 prepared: date) -> bytes:
-    """One UNB ... UNZ interchange (ISO 8859-1 bytes) holding one message per invoice."""
-    lines = [SERVICE_STRING,
-             _seg("UNB", ("UNOC", "3"), (seller_gln, "14"), (buyer_gln, "14"),
-                  (prepared.strftime("%y%m%d"), "0000"), str(control))]
-    for index, inv in enumerate(invoices, start=1):
-        lines += message_segments(inv, f"{control}-{index}", seller_gln, buyer_gln)
-    lines.append(_seg("UNZ", str(len(invoices)), str(control)))
-    return "\n".join(lines).encode("latin-1") + b"\n"
+    """One UNB ... UNZ interchange (ISO 8859-1 bytes) holding one message per invoice.
+
+    Raises:
+        FieldError: an identifier of one of the invoices does not fit its element.
+    """
+    return serialize(envelope([body(inv, seller_gln, buyer_gln) for inv in invoices], control,
+                              seller_gln, buyer_gln, prepared))
+
+
+def _value(seg: Segment, index: int) -> str:
+    return ":".join(seg.elements[index]) if index < len(seg.elements) else ""
+
+
+def _count_errors(segments: list[Segment]) -> list[tuple[int, str]]:
+    """UNT and UNZ counts and references against what was actually read (pydifact
+    does not check them)."""
+    errors: list[tuple[int, str]] = []
+    start, messages = None, 0
+    for index, seg in enumerate(segments):
+        if seg.tag == "UNH":
+            start, messages = index, messages + 1
+        elif seg.tag == "UNT" and start is not None:
+            actual, head = index - start + 1, segments[start]
+            if _value(seg, 0) != str(actual):
+                errors.append((index, f"UNT01 says {_value(seg, 0)!r} segments, the message "
+                                      f"has {actual}"))
+            if _value(seg, 1) != _value(head, 0):
+                errors.append((index, f"UNT02 {_value(seg, 1)!r} differs from UNH01 "
+                                      f"{_value(head, 0)!r}"))
+            start = None
+    if not segments or segments[0].tag != "UNB" or segments[-1].tag != "UNZ":
+        errors.append((len(segments), "the interchange does not run from UNB to UNZ"))
+        return errors
+    unz = len(segments) - 1
+    if _value(segments[unz], 0) != str(messages):
+        errors.append((unz, f"UNZ01 says {_value(segments[unz], 0)!r} messages, the "
+                            f"interchange has {messages}"))
+    if _value(segments[unz], 1) != _value(segments[0], 4):
+        errors.append((unz, f"UNZ02 {_value(segments[unz], 1)!r} differs from UNB05 "
+                            f"{_value(segments[0], 4)!r}"))
+    return errors
+
+
+def read(data: bytes) -> Reading:
+    """The interchange as a receiver's parser (pydifact) reads it, UNA left out.
+
+    Whatever pydifact raises is reported as an error, never raised: a receiver
+    could not read the interchange, so it must not be sent.
+    """
+    segments: list[Segment] = []
+    errors: list[tuple[int, str]] = []
+    with warnings.catch_warnings():  # pydifact has no D.96A directory to validate against
+        warnings.simplefilter("ignore")
+        try:
+            parsed = list(Parser().parse(data.decode("latin-1")))
+            if not parsed or parsed[0].tag != "UNA" or parsed[0].elements != [SERVICE_STRING[3:]]:
+                errors.append((0, f"the interchange does not start with {SERVICE_STRING}"))
+            segments = [segment(s.tag, *s.elements) for s in parsed if s.tag != "UNA"]
+            list(Interchange.from_segments(parsed).get_messages())
+        except Exception as exc:  # any parser failure means a receiver cannot read it
+            errors.append((len(segments), f"pydifact cannot read it: {exc}"))
+    return Reading(segments, errors + _count_errors(segments))
 
 
 def totals_from_message(segments: list[tuple[str, list[list[str]]]]) -> dict[str, Decimal]:
