@@ -155,6 +155,13 @@ def _credit_too_much(b: ExtractBundle) -> Case:
     return _bump_line("unit_price", "1000000", kind="credit_note")(b)
 
 
+def _credit_of_rejected(b: ExtractBundle) -> Case:
+    credit = _first(b, "credit_note")
+    invoices = _set(b.invoices, pl.col("invoice_number") == credit["credited_invoice_number"],
+                    currency="EURO")
+    return Case(replace(b, invoices=invoices), credit["invoice_number"])
+
+
 def _credit_unknown(b: ExtractBundle) -> Case:
     return _header("credit_note", credited_invoice_number="FA1999-000001")(b)
 
@@ -266,6 +273,7 @@ MUTATIONS: dict[str, Mutation] = {
     "UNIT_PRICE_ZERO": _bump_line("unit_price", "0", times=0),
     "TOTALS_MISMATCH": _header(total_gross=Decimal("0.01")),
     "CREDITED_INVOICE_UNKNOWN": _credit_unknown,
+    "CREDITED_INVOICE_REJECTED": _credit_of_rejected,
     "CREDIT_EXCEEDS_INVOICE": _credit_too_much,
 }
 

@@ -8,7 +8,7 @@ to headers, EN 16931 totals, the archive's history) and runs them.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import polars as pl
@@ -99,6 +99,23 @@ def _without_represented(history: History, invoices: pl.DataFrame,
                    history.billed.filter(~pl.col("invoice_number").is_in(same)))
 
 
+def _run_rules(x: RuleInput, rules: list[Rule], found: list[pl.DataFrame],
+               seconds: dict[str, float]) -> None:
+    """Run ``rules``, appending their findings (with code and severity) and timings."""
+    for rule in rules:
+        severity = x.config.rules.get(rule.code, rule.severity)
+        if severity == "off":
+            continue
+        start = time.perf_counter()
+        rows = rule.check(x)
+        seconds[rule.code] = time.perf_counter() - start
+        found.append(rows.select(
+            "invoice_number",
+            *(pl.col(c) if c in rows.columns else pl.lit(None, dtype=REJECTIONS[c]).alias(c)
+              for c in ("line_no", "detail", "expected", "actual", "delivery_note_number")),
+            code=pl.lit(rule.code), severity=pl.lit(severity)))
+
+
 def validate(bundle: ExtractBundle, seller: SellerSettings,
              config: ValidationSettings | None = None, history: History | None = None,
              today: date | None = None) -> Validation:
@@ -129,19 +146,12 @@ def validate(bundle: ExtractBundle, seller: SellerSettings,
                   history=_without_represented(history or empty_history(), headers, totals),
                   seller=seller, config=config, today=today or date.today())
 
-    found, seconds = [], {}
-    for code, rule in REGISTRY.items():
-        severity = config.rules.get(code, rule.severity)
-        if severity == "off":
-            continue
-        start = time.perf_counter()
-        rows = rule.check(x)
-        seconds[code] = time.perf_counter() - start
-        found.append(rows.select(
-            "invoice_number",
-            *(pl.col(c) if c in rows.columns else pl.lit(None, dtype=REJECTIONS[c]).alias(c)
-              for c in ("line_no", "detail", "expected", "actual", "delivery_note_number")),
-            code=pl.lit(code), severity=pl.lit(severity)))
+    found: list[pl.DataFrame] = []
+    seconds: dict[str, float] = {}
+    _run_rules(x, [r for r in REGISTRY.values() if not r.after_others], found, seconds)
+    rejected = pl.concat(found).filter(pl.col("severity") == "error")["invoice_number"].unique()
+    _run_rules(replace(x, rejected=rejected, _shared={}),
+               [r for r in REGISTRY.values() if r.after_others], found, seconds)
 
     gross = pl.col("gross_cents").fill_null(0)
     context = headers.join(totals, on="invoice_number", how="left").select(

@@ -162,6 +162,19 @@ def credited_invoice_unknown(x: RuleInput) -> pl.DataFrame:
     ).select("invoice_number", actual=pl.col("credited_invoice_number").fill_null("(none)"))
 
 
+@rule("CREDITED_INVOICE_REJECTED", "error",
+      "The invoice this credit note corrects is rejected in this extract (and was never "
+      "issued before): the credit note waits for it.", after_others=True)
+def credited_invoice_rejected(x: RuleInput) -> pl.DataFrame:
+    rejected = x.rejected if x.rejected is not None else pl.Series([], dtype=pl.String)
+    issued = x.history.invoices["invoice_number"].implode()
+    return x.invoices.filter(
+        (pl.col("invoice_type") == "credit_note")
+        & pl.col("credited_invoice_number").is_in(rejected.implode())
+        & ~pl.col("credited_invoice_number").is_in(issued)
+    ).select("invoice_number", actual=pl.col("credited_invoice_number").str.slice(0, 60))
+
+
 @rule("CREDIT_EXCEEDS_INVOICE", "error",
       "Credit notes (archived ones included) credit more than the invoice's gross amount.")
 def credit_exceeds_invoice(x: RuleInput) -> pl.DataFrame:

@@ -49,6 +49,8 @@ class RuleInput:
     seller: SellerSettings
     config: ValidationSettings
     today: date
+    rejected: pl.Series | None = None
+    """Invoice numbers the other rules reject: set for the rules that depend on them."""
     _shared: dict[Callable[[RuleInput], pl.DataFrame], pl.DataFrame] = field(
         default_factory=dict, repr=False, compare=False)
 
@@ -88,6 +90,8 @@ class Rule:
     fixed: bool = False
     """A guard the later stages rely on (file names, formats, totals): its severity cannot be
     lowered, because the invoice it stops could not be rendered, delivered or archived."""
+    after_others: bool = False
+    """Runs once the other rules have decided, on ``RuleInput.rejected``."""
 
 
 REGISTRY: dict[str, Rule] = {}
@@ -95,13 +99,13 @@ REGISTRY: dict[str, Rule] = {}
 Check = Callable[[RuleInput], pl.DataFrame]
 
 
-def rule(code: str, severity: Severity, explanation: str,
-         fixed: bool = False) -> Callable[[Check], Check]:
+def rule(code: str, severity: Severity, explanation: str, fixed: bool = False,
+         after_others: bool = False) -> Callable[[Check], Check]:
     """Register a rule under a stable reason code; its module name is its theme."""
     def register(check: Check) -> Check:
         if code in REGISTRY:
             raise ValueError(f"rule code {code} registered twice")
         theme = check.__module__.rsplit(".", 1)[-1]
-        REGISTRY[code] = Rule(code, severity, theme, explanation, check, fixed)
+        REGISTRY[code] = Rule(code, severity, theme, explanation, check, fixed, after_others)
         return check
     return register
