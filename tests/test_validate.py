@@ -245,6 +245,7 @@ MUTATIONS: dict[str, Mutation] = {
     "EMAIL_INVALID": _customer("email", email="compta@client.example\nBcc: x@evil.example"),
     "GLN_INVALID": _customer("edi", gln="3012345678901"),
     "POSTAL_ADDRESS_INCOMPLETE": _customer("print", postcode="7500"),
+    "POSTCODE_INVALID": _customer("edi", postcode="75004 PARIS CEDEX"),
     # three-way match
     "PO_UNKNOWN": _header(po_number="PO-DOES-NOT-EXIST"),
     "PO_CLOSED": _of_first_invoice("purchase_orders", "po_number", status="closed"),

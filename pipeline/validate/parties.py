@@ -15,9 +15,13 @@ from stdnum.eu import vat
 from stdnum.fr import siren, tva
 
 from pipeline.schemas import CHANNELS, LANGUAGES
+from pipeline.validate.integrity import dependents
 from pipeline.validate.registry import RuleInput, rule
 
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# RFC 5322 dot-atom local part (what the stdlib's header builder accepts) @ a DNS name.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_EMAIL = re.compile(_ATEXT + r"(?:\." + _ATEXT + r")*"
+                    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 # ISO 3166-1 alpha-2 codes known to CLDR (Babel), without its numeric regions.
 COUNTRIES = frozenset(code for code in Locale("en").territories
@@ -169,3 +173,24 @@ def peppol_id_invalid(x: RuleInput) -> pl.DataFrame:
     bad = x.customers.filter((pl.col("channel") == "peppol") & ~_blank("peppol_id")
                              & ~pl.col("peppol_id").str.contains(_PEPPOL_ID))
     return _invoices_of(x, bad, actual=pl.col("peppol_id").str.slice(0, 60))
+
+
+# EDIFACT NAD 3251 is an..9: letters, digits, inner spaces and hyphens (UK, NL, CA formats).
+_POSTCODE = r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,7}[A-Za-z0-9])?$"
+
+
+@rule("POSTCODE_INVALID", "error",
+      "A postcode (buyer or delivery address) is not 1-9 letters, digits, inner spaces or "
+      "hyphens (EDIFACT NAD an..9), or a French one is not 5 digits.")
+def postcode_invalid(x: RuleInput) -> pl.DataFrame:
+    found = []
+    for table, column, country in (("customers", "postcode", "country"),
+                                   ("delivery_notes", "ship_to_postcode", "ship_to_country")):
+        code = pl.col(column)
+        rows = getattr(x.bundle, table).with_row_index("row").filter(
+            ~_blank(column) & (~code.str.contains(_POSTCODE)
+                               | ((pl.col(country) == "FR") & ~code.str.contains(r"^\d{5}$"))))
+        found.append(dependents(x, table, rows.with_columns(
+            detail=pl.format(f"{table}.{column} row {{}}", "row"),
+            actual=code.str.slice(0, 60))))
+    return pl.concat(found)
