@@ -110,6 +110,13 @@ def line_ranges(numbers: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
+def _shown(row: dict[str, Any], limit: int = 80) -> dict[str, Any]:
+    """Long texts cut for the report (a 1 MB name is quoted, not printed); the full values
+    stay in ``rejections.parquet``."""
+    return {k: v[:limit - 1] + "…" if isinstance(v, str) and len(v) > limit else v
+            for k, v in row.items()}
+
+
 def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
                      validation: Validation, env: jinja2.Environment) -> None:
     """Write ``rejections.parquet`` and ``exceptions.html`` for the run.
@@ -134,10 +141,10 @@ def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
         same = [c for c in rows.columns if c != "line_no"]
         collapsed = rows.group_by(same, maintain_order=True).agg(
             lines=pl.col("line_no").drop_nulls())
-        customers.append({**row, "customer_id": row["customer_id"] or "(none)",
-                          "name": row["legal_name"] or "unknown customer",
-                          "findings": [{**f, "lines": line_ranges(f["lines"])}
-                                       for f in collapsed.to_dicts()]})
+        customers.append(_shown({**row, "customer_id": row["customer_id"] or "(none)",
+                                 "name": row["legal_name"] or "unknown customer",
+                                 "findings": [_shown({**f, "lines": line_ranges(f["lines"])})
+                                              for f in collapsed.to_dicts()]}))
     html = render_template(
         env, "reports/exceptions.html", run_id=run_id, extract=str(bundle.source),
         input_invoices=validation.input_invoices, rejected=validation.rejected,

@@ -19,6 +19,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide outbox files from the print house
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
