@@ -1,5 +1,6 @@
 """Rendered PDFs say what an invoice must say, and templates cannot misbehave."""
 
+import html
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from babel.numbers import format_currency
 
-from pipeline.documents import InvoiceDocument, build_documents
+from pipeline.documents import InvoiceDocument, VatRow, build_documents
 from pipeline.errors import RenderError, TemplateError
 from pipeline.executor import ProcessExecutor
 from pipeline.ingest import ExtractBundle
@@ -93,6 +94,112 @@ def test_150_lines_paginate_with_repeated_header_and_page_numbers(docs, renderer
             assert "Désignation" in page and "P.U. HT" in page
     assert all(f"Article numéro {i:03d}" in text for i in range(1, 151))
     assert sum("Article numéro" in page for page in pages) >= 3
+
+
+# The largest values validation lets through (issue 9): the layout must hold them.
+MAX_AMOUNT = Decimal("9999999999999.99")
+MAX_UNIT_PRICE = Decimal("9999999999999.9999")
+MAX_QUANTITY = Decimal("999999999.999")
+LOCALES = {"fr": "fr_FR", "en": "en_GB", "de": "de_DE"}
+GROSS_LABELS = {"fr": ("Net à payer TTC", "Montant de l'avoir TTC"),
+                "en": ("Total due incl. VAT", "Credit note total incl. VAT"),
+                "de": ("Zahlbetrag brutto", "Gutschriftsbetrag brutto")}
+MM = 72 / 25.4  # PDF points per millimetre
+PAGE_MARGIN_X = 14 * MM  # left and right page margins of invoice.css
+PAGE_MARGIN_TOP = 16 * MM
+# One unbroken word per field, each in a letter no label uses, so it can be counted.
+DESCRIPTION_WORD, NAME_WORD, ADDRESS_WORD, CITY_WORD, SELLER_WORD = "Ж", "Ш", "Щ", "Ю", "Ф"
+WORD = re.compile(r'<word xMin="([-\d.]+)" yMin="([-\d.]+)" xMax="([-\d.]+)" yMax="([-\d.]+)">'
+                  r"(.*?)</word>")
+PAGE = re.compile(r'<page width="([\d.]+)" height="([\d.]+)">(.*?)</page>', re.S)
+
+
+def pdf_pages(pdf: bytes, tmp_path: Path) -> list[tuple[float, float, list[tuple]]]:
+    """Per page: width, height and words as (x_min, y_min, x_max, y_max, text) in points."""
+    path = tmp_path / "bbox.pdf"
+    path.write_bytes(pdf)
+    out = subprocess.run(["pdftotext", "-bbox", str(path), "-"], capture_output=True,
+                         text=True, check=True).stdout
+    return [(float(w), float(h), [(*map(float, m.groups()[:4]), html.unescape(m.group(5)))
+                                  for m in WORD.finditer(body)])
+            for w, h, body in PAGE.findall(out)]
+
+
+def extreme(doc: InvoiceDocument) -> InvoiceDocument:
+    """The document with every amount, quantity and text at the largest size validation
+    accepts (negative amounts on a credit note)."""
+    sign = -1 if doc.is_credit_note else 1
+    amount = sign * MAX_AMOUNT
+    descriptions = (DESCRIPTION_WORD * 1000,
+                    ("Désignation très longue, sur plusieurs lignes " * 25)[:1000],
+                    # right-to-left, combining marks, emoji (no glyph: a box, but no overflow)
+                    ("שלום עולם مرحبا بالعالم Cafe\u0301 n\u0303a\u0308\u0301 "
+                     "👩\u200d👩\u200d👧 🎉 " * 25)[:1000],
+                    "Café en grains – arabica")
+    lines = tuple(replace(doc.lines[0], line_no=i + 1, description=text,
+                          quantity=sign * MAX_QUANTITY, unit_price=MAX_UNIT_PRICE,
+                          vat_rate=Decimal(100) if i % 2 else Decimal("5.5"), net=amount)
+                  for i, text in enumerate(descriptions))
+    buyer = replace(doc.buyer, name=NAME_WORD * 200, address_line1=ADDRESS_WORD * 200,
+                    address_line2=("Zone d'activités du Grand Ouest, bâtiment " * 5)[:200],
+                    city=CITY_WORD * 200)
+    seller = replace(doc.seller, name=SELLER_WORD * 200, address_line1="Rue " * 50)
+    return replace(doc, lines=lines, buyer=buyer, seller=seller,
+                   vat_breakdown=tuple(VatRow("S", rate, amount, amount)
+                                       for rate in (Decimal(100), Decimal("5.5"), Decimal(20))),
+                   total_net=amount, total_vat=amount, total_gross=amount)
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Two words on the same line (their heights overlap) that overlap horizontally."""
+    return (min(a[3], b[3]) - max(a[1], b[1]) > 1.0
+            and min(a[2], b[2]) - max(a[0], b[0]) > 0.3)
+
+
+@pytest.mark.parametrize("lang", ["fr", "en", "de"])
+def test_largest_values_stay_inside_the_page_in_full(docs, renderer, tmp_path, lang) -> None:
+    """Issue 9: 13-digit amounts, 4-decimal unit prices, 200-character unbroken names and
+    1,000-character descriptions neither overflow a column or the page nor get clipped."""
+    for doc in (extreme(next(d for d in docs if not d.is_credit_note)),
+                extreme(next(d for d in docs if d.is_credit_note))):
+        pdf = renderer.render(doc, lang)
+        pages = pdf_pages(pdf, tmp_path)
+        assert 1 < len(pages) <= 6, f"{doc.number}: {len(pages)} pages"
+        for number, (width, height, words) in enumerate(pages, start=1):
+            for x_min, y_min, x_max, y_max, text in words:
+                where = f"{doc.number} {lang} page {number}: {text[:30]!r}"
+                assert x_min >= PAGE_MARGIN_X - 0.5, f"{where} starts in the left margin"
+                assert x_max <= width - PAGE_MARGIN_X + 0.5, f"{where} runs into the right margin"
+                assert PAGE_MARGIN_TOP - 0.5 <= y_min and y_max <= height, f"{where} off the page"
+            figures = [w for w in words if re.search(r"[\d€%]", w[4])]
+            for a in figures:
+                for b in words:
+                    assert b is a or not _overlap(a, b), (
+                        f"{doc.number} {lang} page {number}: {a[4]!r} overlaps {b[4]!r}")
+        text = squash(pdf_text(pdf, tmp_path))
+        # every character of the unbroken words is on a page (nothing clipped off an edge)
+        assert text.count(DESCRIPTION_WORD) == 1000
+        assert text.count(NAME_WORD) == 2 * 200  # address window and customer line
+        assert text.count(ADDRESS_WORD) == 200 and text.count(CITY_WORD) == 200
+        assert text.count(SELLER_WORD) == 200 * (1 + len(pages))  # header and every footer
+        # every amount in full: 4 line nets, 3 bases, 3 VAT amounts, 3 totals; the amount due
+        # after its label
+        locale = LOCALES[lang]
+        amount = squash(format_currency(doc.total_gross, doc.currency, locale=locale))
+        assert len(re.findall(re.escape(amount) + r"(?!\d)", text)) == 13, amount
+        assert f"{GROSS_LABELS[lang][doc.is_credit_note]} {amount}" in text
+        price = squash(format_currency(MAX_UNIT_PRICE, doc.currency, locale=locale,
+                                       decimal_quantization=False))
+        assert text.count(price) == 4, price
+
+
+def test_long_description_costs_at_most_a_page(docs, renderer, tmp_path) -> None:
+    doc = next(d for d in docs if not d.is_credit_note and 10 <= len(d.lines) <= 15)
+    assert len(pdf_pages(renderer.render(doc), tmp_path)) == 1
+    words = ("Prestation de maintenance préventive et corrective des équipements, "
+             "déplacements et rapport d'intervention compris. ") * 10
+    long = replace(doc, lines=(replace(doc.lines[0], description=words[:1000]), *doc.lines[1:]))
+    assert len(pdf_pages(renderer.render(long), tmp_path)) <= 2
 
 
 def test_customer_data_is_escaped(docs, renderer, tmp_path) -> None:

@@ -24,7 +24,7 @@ import jinja2
 from babel.dates import format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, get_currency_precision
 from babel.support import Translations
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -46,6 +46,17 @@ def _locale(context: Any) -> str:
 @jinja2.pass_context
 def _money(context: Any, value: Decimal, currency: str = "EUR") -> str:
     return format_currency(value, currency, locale=_locale(context))
+
+
+@jinja2.pass_context
+def _price(context: Any, value: Decimal, currency: str = "EUR") -> str:
+    """A unit price: the currency's decimals, or up to 4 when the price has them."""
+    digits = get_currency_precision(currency)
+    shown = value.quantize(Decimal("0.0001")).normalize()
+    exponent = shown.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < digits:
+        shown = shown.quantize(Decimal(1).scaleb(-digits))
+    return format_currency(shown, currency, locale=_locale(context), decimal_quantization=False)
 
 
 @jinja2.pass_context
@@ -73,8 +84,8 @@ def _unit(code: str) -> str:
     return _UNITS.get(code, code)
 
 
-FILTERS = {"money": _money, "date": _date, "qty": _qty, "percent": _percent, "unit": _unit,
-           "country": _country}
+FILTERS = {"money": _money, "price": _price, "date": _date, "qty": _qty, "percent": _percent,
+           "unit": _unit, "country": _country}
 
 
 def _translations(templates_dir: Path, lang: str) -> Translations:
