@@ -111,6 +111,11 @@ def _text_cases(table: str, field: str, limit: int, missing: str | None,
             for pos in (0, x12_limit - 1, x12_limit, x12_limit + 1):
                 values.append(("X12 separator", f"{sep!r} at {pos}",
                                "A" * pos + sep + "B" * (x12_limit + 5 - pos), "billed"))
+    if channel == "print":  # 38 characters per line of the address, postcode + city included
+        window = 32 if field == "city" else 38
+        values = [(vc, label, v, "POSTAL_LINE_TOO_LONG"
+                   if expect == "billed" and isinstance(v, str) and len(v) > window else expect)
+                  for vc, label, v, expect in values]
     return [Case(table, field, "names and free text", vc, label, v, expect, channel)
             for vc, label, v, expect in values]
 
@@ -207,6 +212,24 @@ def _identifier_cases(table: str, field: str, rejected: str, *, number: bool = F
         cases.append(Case(table, field, "identifiers", vc, label, v, expect,
                           formats=NO_X12, how="set" if credit else "rename"))
     return cases
+
+
+def _x12_reference_cases() -> list[Case]:
+    """References of customers receiving X12, at and over their element's length."""
+    unfit = "EDI_REFERENCE_UNFIT"
+    values = [("invoices", "invoice_number", "FA" + "1" * 20, "billed"),
+              ("invoices", "invoice_number", "FA" + "1" * 21, unfit),
+              ("purchase_orders", "po_number", "PO" + "1" * 20, "billed"),
+              ("purchase_orders", "po_number", "PO" + "1" * 21, unfit),
+              ("delivery_notes", "delivery_note_number", "BL" + "1" * 29, unfit),
+              ("invoice_lines", "sku", "S" * 48, "billed"),
+              ("invoice_lines", "sku", "S" * 35, "billed"),
+              ("invoice_lines", "sku", "ART*1", unfit),
+              ("purchase_orders", "po_number", "PO~1", unfit),
+              ("delivery_notes", "delivery_note_number", "BL>1", unfit)]
+    return [Case(table, field, "identifiers", "X12 limits", f"{len(v)} characters: {v[:8]}",
+                 v, "IDENTIFIER_INVALID" if len(v) > 35 else expect, how="rename")
+            for table, field, v, expect in values]
 
 
 def _amount_cases() -> list[Case]:
@@ -387,6 +410,7 @@ def corpus() -> list[Case]:
     cases += _identifier_cases("invoice_lines", "sku", "IDENTIFIER_INVALID")
     cases += _identifier_cases("invoices", "credited_invoice_number", "IDENTIFIER_INVALID",
                                credit=True)
+    cases += _x12_reference_cases()
     cases += _amount_cases() + _date_cases() + _code_cases() + _duplicate_cases()
     return cases
 

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from pipeline.ingest import ExtractBundle, load_extract
 from pipeline.sample import DEFECTS_FILE, generate_extract, with_header_totals
 from pipeline.schemas import BILLED_LINES, INDEX
-from pipeline.settings import PROJECT_ROOT, SellerSettings, Settings, Tolerance, ValidationSettings
+from pipeline.settings import (
+    PROJECT_ROOT,
+    EdiSettings,
+    SellerSettings,
+    Settings,
+    Tolerance,
+    ValidationSettings,
+)
 from pipeline.validate import REGISTRY, History, Validation, validate
 from pipeline.validate.docs import rules_markdown
 
@@ -28,13 +35,14 @@ class Case:
     number: str
     seller: SellerSettings = field(default_factory=lambda: SELLER)
     history: History | None = None
+    edi: EdiSettings | None = None
 
 
 Mutation = Callable[[ExtractBundle], Case]
 
 
 def run(case: Case, config: ValidationSettings | None = None) -> Validation:
-    return validate(case.bundle, case.seller, config, case.history, TODAY)
+    return validate(case.bundle, case.seller, config, case.history, TODAY, case.edi)
 
 
 def _first(b: ExtractBundle, kind: str = "invoice") -> dict:
@@ -201,6 +209,13 @@ def _renumber(new: str) -> Mutation:
     return mutate
 
 
+def _x12_number_too_long(b: ExtractBundle) -> Case:
+    """A 23-character number for a customer receiving X12 (BIG02 holds 22)."""
+    case = _renumber("FA2026-00000000000000001")(b)
+    customer = _first(b)["customer_id"]
+    return replace(case, edi=EdiSettings(customers={customer: ["x12"]}))
+
+
 MUTATIONS: dict[str, Mutation] = {
     # integrity
     "DUPLICATE_CUSTOMER": _copy_row("customers", legal_name="Other SARL",
@@ -210,6 +225,7 @@ MUTATIONS: dict[str, Mutation] = {
     "DUPLICATE_DELIVERY_NOTE": _copy_row("delivery_notes"),
     "DUPLICATE_DELIVERY_NOTE_LINE": _copy_row("delivery_note_lines"),
     "DUPLICATE_LINE_NO": _copy_row("invoice_lines"),
+    "EDI_REFERENCE_UNFIT": _x12_number_too_long,
     "CONTROL_CHARACTER": _customer("email", legal_name="Martin\x00SARL"),
     "IDENTIFIER_INVALID": _customer("email", brand="marque été"),
     "TEXT_TOO_LONG": _line(description="x" * 1001),
@@ -245,6 +261,8 @@ MUTATIONS: dict[str, Mutation] = {
     "EMAIL_INVALID": _customer("email", email="compta@client.example\nBcc: x@evil.example"),
     "GLN_INVALID": _customer("edi", gln="3012345678901"),
     "POSTAL_ADDRESS_INCOMPLETE": _customer("print", postcode="7500"),
+    "POSTAL_LINE_TOO_LONG": _customer("print", address_line1="Zone industrielle des Grands "
+                                      "Champs, bâtiment C"),
     "POSTCODE_INVALID": _customer("edi", postcode="75004 PARIS CEDEX"),
     # three-way match
     "PO_UNKNOWN": _header(po_number="PO-DOES-NOT-EXIST"),

@@ -24,10 +24,11 @@ from pipeline.einvoice.en16931 import Invoice
 from pipeline.einvoice.segments import FieldError, Reading, Segment, segment
 
 __all__ = ["clean", "body", "envelope", "serialize", "interchange", "read", "parse", "UNITS",
+           "REFERENCE_LIMITS", "SEPARATORS",
            "totals_from_transaction"]
 
 UNITS = {"C62": "EA", "KGM": "KG", "HUR": "HR", "DAY": "DA", "LTR": "LT", "MTR": "MR"}
-_SEPARATORS = "*~>"
+SEPARATORS = "*~>"
 _BLANKED = str.maketrans({"*": " ", "~": " ", ">": " ", "\n": " ", "\r": " ", "\t": " "})
 
 
@@ -39,12 +40,18 @@ def clean(value: str, limit: int = 60) -> str:
     return plain.encode("ascii", "replace").decode()[:limit].strip()
 
 
+# Extract fields that become X12 identifiers, with the 004010 maximum length of their
+# element; validation rejects what would not fit (EDI_REFERENCE_UNFIT) before rendering.
+REFERENCE_LIMITS = {"invoice_number": 22, "po_number": 22, "delivery_note_number": 30,
+                    "credited_invoice_number": 30, "sku": 48}
+
+
 def _ident(value: str, limit: int, field_name: str) -> str:
     """An identifier as it is, or ``FieldError``: cutting it would name another document."""
-    if any(not " " <= c <= "~" or c in _SEPARATORS for c in value):
+    if any(not " " <= c <= "~" or c in SEPARATORS for c in value):
         raise FieldError("X12", field_name, value,
                          f"has characters X12 cannot carry (non-ASCII or a separator "
-                         f"{_SEPARATORS})")
+                         f"{SEPARATORS})")
     if len(value) > limit:
         raise FieldError("X12", field_name, value,
                          f"has {len(value)} characters, the element allows at most {limit} "
@@ -63,17 +70,21 @@ def body(inv: Invoice, seller_id: str, buyer_gln: str) -> list[Segment]:
     Raises:
         FieldError: an identifier does not fit its element or has a separator in it.
     """
+    limit = REFERENCE_LIMITS
     segments = [
         segment("BIG", inv.issue_date.strftime("%Y%m%d"),
-                _ident(inv.number, 22, "BIG02 (invoice number)"), "",
-                _ident(inv.order_reference or "", 22, "BIG04 (purchase order number)"), "", "",
+                _ident(inv.number, limit["invoice_number"], "BIG02 (invoice number)"), "",
+                _ident(inv.order_reference or "", limit["po_number"],
+                       "BIG04 (purchase order number)"), "", "",
                 "CR" if inv.is_credit_note else "DI"),
     ]
     if inv.despatch_reference:
-        segments.append(segment("REF", "DQ", _ident(inv.despatch_reference, 30,
+        segments.append(segment("REF", "DQ", _ident(inv.despatch_reference,
+                                                    limit["delivery_note_number"],
                                                     "REF02 (despatch reference)")))
     if inv.preceding_invoice:
-        segments.append(segment("REF", "IV", _ident(inv.preceding_invoice, 30,
+        segments.append(segment("REF", "IV", _ident(inv.preceding_invoice,
+                                                    limit["credited_invoice_number"],
                                                     "REF02 (preceding invoice)")))
     segments += [
         segment("N1", "SE", clean(inv.seller.name), "92",
@@ -89,7 +100,7 @@ def body(inv: Invoice, seller_id: str, buyer_gln: str) -> list[Segment]:
             segment("IT1", _ident(line.line_id, 20, "IT101 (line number)"),
                     number(line.quantity), UNITS.get(line.unit_code, "EA"),
                     number(line.net_price), "", "VP",
-                    _ident(line.seller_item_id, 48, "IT107 (item number)")),
+                    _ident(line.seller_item_id, limit["sku"], "IT107 (item number)")),
             segment("PID", "F", "", "", "", clean(line.item_name, 80)),
         ]
     segments.append(segment("TDS", _cents(inv.payable), _cents(inv.tax_exclusive)))

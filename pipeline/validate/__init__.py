@@ -16,7 +16,7 @@ import polars as pl
 from pipeline import money
 from pipeline.ingest import ExtractBundle
 from pipeline.schemas import BILLED_LINES, INDEX, REJECTIONS
-from pipeline.settings import SellerSettings, ValidationSettings
+from pipeline.settings import EdiSettings, SellerSettings, ValidationSettings
 from pipeline.validate import (  # noqa: F401  (register)
     amounts,
     integrity,
@@ -118,7 +118,7 @@ def _run_rules(x: RuleInput, rules: list[Rule], found: list[pl.DataFrame],
 
 def validate(bundle: ExtractBundle, seller: SellerSettings,
              config: ValidationSettings | None = None, history: History | None = None,
-             today: date | None = None) -> Validation:
+             today: date | None = None, edi: EdiSettings | None = None) -> Validation:
     """Run every registered rule over the extract.
 
     Args:
@@ -127,6 +127,7 @@ def validate(bundle: ExtractBundle, seller: SellerSettings,
         config: rule severities, price tolerances, allowed VAT rates.
         history: what the archive already holds (numbers, credits, billed quantities).
         today: the run's day (issue dates after it are rejected).
+        edi: the formats each customer receives (default: the embedded defaults).
     """
     config = config or ValidationSettings()
     check_rule_settings(config)
@@ -144,7 +145,8 @@ def validate(bundle: ExtractBundle, seller: SellerSettings,
     totals = compute_totals(lines)
     x = RuleInput(bundle=bundle, lines=lines, totals=totals,
                   history=_without_represented(history or empty_history(), headers, totals),
-                  seller=seller, config=config, today=today or date.today())
+                  seller=seller, config=config, today=today or date.today(),
+                  edi=edi or EdiSettings())
 
     found: list[pl.DataFrame] = []
     seconds: dict[str, float] = {}

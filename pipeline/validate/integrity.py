@@ -9,8 +9,11 @@ Row numbers are 0-based positions in the table as read, like ingest's errors.
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
+from pipeline.einvoice.x12 import REFERENCE_LIMITS, SEPARATORS
 from pipeline.schemas import TABLES
 from pipeline.validate.registry import RuleInput, rule
 
@@ -221,3 +224,34 @@ def name_or_address_missing(x: RuleInput) -> pl.DataFrame:
             detail=pl.lit(f"customers.{column} row ") + pl.col("row").cast(pl.String)
             + pl.lit(": empty"), actual=pl.col("customer_id"))))
     return pl.concat(found)
+
+
+def _x12_customers(x: RuleInput) -> pl.DataFrame:
+    """Customers who receive X12 810 interchanges (by channel or by their own setting)."""
+    customers = x.customers.select("customer_id", "channel").unique("customer_id")
+    receives = ["x12" in x.edi.formats_for(channel, customer)
+                for customer, channel in customers.iter_rows()]
+    return customers.filter(pl.Series(receives, dtype=pl.Boolean)).select("customer_id")
+
+
+@rule("EDI_REFERENCE_UNFIT", "error",
+      "A customer receiving X12 810 has a reference its element cannot carry whole: invoice or "
+      "PO number over 22 characters, delivery note or credited invoice over 30, SKU over 48, "
+      "or one holding * ~ > (X12 separators). Cutting it would name another document.")
+def edi_reference_unfit(x: RuleInput) -> pl.DataFrame:
+    receivers = _x12_customers(x)
+    invoices = x.invoices.join(receivers, on="customer_id", how="semi")
+    lines = x.lines.join(receivers, on="customer_id", how="semi")
+    found = []
+    for frame, column in ((invoices, "invoice_number"), (invoices, "po_number"),
+                          (invoices, "credited_invoice_number"),
+                          (lines, "delivery_note_number"), (lines, "sku")):
+        limit = REFERENCE_LIMITS[column]
+        value = pl.col(column)
+        found.append(frame.filter(
+            (value.str.len_chars() > limit)
+            | value.str.contains(f"[{re.escape(SEPARATORS)}]")).select(
+            "invoice_number", *(["line_no"] if "line_no" in frame.columns else []),
+            detail=pl.lit(f"{column} in X12 (at most {limit} characters, no {SEPARATORS})"),
+            actual=value.str.slice(0, 60)))
+    return pl.concat(found, how="diagonal")

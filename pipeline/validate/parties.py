@@ -175,6 +175,28 @@ def peppol_id_invalid(x: RuleInput) -> pl.DataFrame:
     return _invoices_of(x, bad, actual=pl.col("peppol_id").str.slice(0, 60))
 
 
+# La Poste's addressing norm (NF Z10-011): at most 38 characters per line of the address block.
+POSTAL_LINE = 38
+
+
+@rule("POSTAL_LINE_TOO_LONG", "error",
+      f"A print customer's name, street, complement or postcode + city is longer than "
+      f"{POSTAL_LINE} characters (NF Z10-011): it would not show in the envelope window.")
+def postal_line_too_long(x: RuleInput) -> pl.DataFrame:
+    lines = {"legal_name": pl.col("legal_name"), "address_line1": pl.col("address_line1"),
+             "address_line2": pl.col("address_line2").fill_null(""),
+             "postcode and city": pl.format("{} {}", "postcode", "city")}
+    found = []
+    for name, line in lines.items():
+        bad = x.customers.filter((pl.col("channel") == "print")
+                                 & (line.str.len_chars() > POSTAL_LINE))
+        found.append(_invoices_of(
+            x, bad, actual=line.str.slice(0, 60),
+            detail=pl.format(f"{name}: {{}} characters, more than {POSTAL_LINE}",
+                             line.str.len_chars())))
+    return pl.concat(found)
+
+
 # EDIFACT NAD 3251 is an..9: letters, digits, inner spaces and hyphens (UK, NL, CA formats).
 _POSTCODE = r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,7}[A-Za-z0-9])?$"
 

@@ -19,7 +19,7 @@ from typing import Literal
 import polars as pl
 
 from pipeline.ingest import ExtractBundle
-from pipeline.settings import SellerSettings, ValidationSettings
+from pipeline.settings import EdiSettings, SellerSettings, ValidationSettings
 
 __all__ = ["Rule", "RuleInput", "History", "Severity", "REGISTRY", "rule", "THEMES"]
 
@@ -49,6 +49,8 @@ class RuleInput:
     seller: SellerSettings
     config: ValidationSettings
     today: date
+    edi: EdiSettings = field(default_factory=EdiSettings)
+    """Which electronic formats each customer receives (their references must fit them)."""
     rejected: pl.Series | None = None
     """Invoice numbers the other rules reject: set for the rules that depend on them."""
     _shared: dict[Callable[[RuleInput], pl.DataFrame], pl.DataFrame] = field(
