@@ -33,8 +33,13 @@ class ExtractBundle:
 
 
 def _table_source(directory: Path, table: str) -> tuple[str, Path]:
+    """What to scan for a table: ``<table>.parquet`` or the parts in ``<table>/``, never both."""
     single = directory / f"{table}.parquet"
     parts = directory / table
+    if single.exists() and parts.is_dir():
+        # Reading either one would silently drop the other's rows.
+        raise ExtractSchemaError(str(single), f"table '{table}' is there twice, as this file "
+                                 f"and as the folder {parts}/; keep one and remove the other")
     if single.is_file():
         return str(single), single
     if parts.is_dir() and any(parts.glob("*.parquet")):

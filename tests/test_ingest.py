@@ -111,3 +111,15 @@ def test_cli_exit_status_2_on_unusable_extract(extract: Path) -> None:
                             text=True)
     assert result.returncode == ExitCode.BAD_EXTRACT
     assert "delivery_notes.parquet" in result.stderr
+
+
+def test_table_as_file_and_directory_is_refused(extract: Path) -> None:
+    """Issue 9.8: with both present, the folder's rows were silently ignored."""
+    frame = pl.read_parquet(extract / "invoice_lines.parquet")
+    (extract / "invoice_lines").mkdir()
+    frame[:10].write_parquet(extract / "invoice_lines" / "part-0.parquet")
+    with pytest.raises(ExtractSchemaError) as err:
+        load_extract(extract)
+    message = str(err.value)
+    assert str(extract / "invoice_lines.parquet") in message
+    assert f"{extract / 'invoice_lines'}/" in message and "keep one" in message
