@@ -42,8 +42,7 @@ def validate_extract(bundle: ExtractBundle, ctx: RunContext) -> Validation:
     """Run the rules and write the rejections and the exceptions report."""
     settings = ctx.settings
     validation = validate(bundle, settings.seller, settings.validation, load_history(ctx.storage))
-    write_exceptions(settings.home / "reports" / ctx.run_id, ctx.run_id, bundle, validation,
-                     ctx.env)
+    write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env)
     create_table_artifact(
         key="validation-by-rule", description="Invoices per validation rule",
         table=[{"code": code, "severity": severity, "invoices": count}
@@ -98,7 +97,7 @@ def nightly_billing(extract_dir: str, home: str | None = None) -> dict[str, Any]
 
         summary = summarize(ctx.run_id, validation, reports, str(extract_dir),
                             time.perf_counter() - started, stages)
-        write_summary(settings.home / "reports" / ctx.run_id, summary)
+        write_summary(ctx.reports_dir, summary)
         create_markdown_artifact(summary.as_markdown(), key="billing-summary",
                                  description="Nightly billing run summary")
         return summary.as_dict()

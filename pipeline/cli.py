@@ -3,12 +3,21 @@
 ``run`` sets Prefect's home under the run's home directory before Prefect is
 imported (Prefect reads it once at import), so a run needs no server and
 leaves everything under ``--home``.
+
+``run`` and ``validate`` check the settings before anything starts and turn
+every error into one message and an exit status: an operator reads what went
+wrong and what to do, and asks for tracebacks (ours and Prefect's) with
+``--verbose``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +26,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.errors import ExitCode, ExtractSchemaError
+from pipeline.errors import ExitCode, ExtractSchemaError, PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Turn ERP extracts into delivered, archived invoices.")
 console = Console(stderr=True, soft_wrap=True)
+
+HomeOption = Annotated[Path, typer.Option(
+    help="Home directory: every output of a run, and the archive validation checks against.",
+    envvar="INVOICES_HOME")]
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", help="Print the tracebacks of errors (ours and Prefect's).")]
 
 
 def error(message: object) -> None:
@@ -29,15 +44,51 @@ def error(message: object) -> None:
     console.print(str(message), style="red", markup=False, highlight=False)
 
 
+@contextmanager
+def reported(verbose: bool) -> Iterator[None]:
+    """Turn any error into one message and an exit status; the traceback only when verbose.
+
+    Our errors say what to do next and exit with their own status (2 for an
+    unusable extract or settings); anything else is a bug or an environment
+    problem: its type and message, exit status 1.
+    """
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except PipelineError as exc:
+        if verbose:
+            traceback.print_exc()
+        error(f"Unusable extract: {exc}" if isinstance(exc, ExtractSchemaError) else exc)
+        raise typer.Exit(exc.exit_code) from None
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        error(f"{type(exc).__name__}: {exc}")
+        if not verbose:
+            error("This was not expected: run again with --verbose for the traceback.")
+        raise typer.Exit(ExitCode.SOME_FAILED) from None
+
+
 class RichProgress:
-    """A progress bar per stage."""
+    """A progress bar per stage, shown from the first stage on.
+
+    A run that stops before (an unusable extract) prints only its message.
+    """
 
     def __init__(self, bar: Progress) -> None:
         self.bar, self.tasks = bar, {}  # type: ignore[var-annotated]
 
     def start(self, stage: str, total: int) -> None:
         """Add a bar for ``stage``."""
+        if not self.tasks:
+            self.bar.start()
         self.tasks[stage] = self.bar.add_task(stage, total=total)
+
+    def close(self) -> None:
+        """Leave the bars as they ended."""
+        if self.tasks:
+            self.bar.stop()
 
     def advance(self, stage: str, amount: int = 1) -> None:
         """Move the bar of ``stage``."""
@@ -45,12 +96,48 @@ class RichProgress:
             self.bar.advance(self.tasks[stage], amount)
 
 
-def _prepare_prefect(home: Path) -> None:
+def _prepare_prefect(home: Path, verbose: bool) -> None:
     (home / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    # The temporary API server is a subprocess this process cannot filter: unless
+    # asked, it stays silent (its failures reach us as errors of the flow).
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING" if verbose else "CRITICAL")
+
+
+class _NoTraceback(logging.Formatter):
+    """Another formatter's output without the exception or stack text of the record."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format a copy: the record itself still carries its traceback to other handlers."""
+        return self.inner.format(logging.makeLogRecord(
+            {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}))
+
+
+def _drop_run_failures(record: logging.LogRecord) -> bool:
+    """Prefect's own report of a failed task or flow run repeats the error the CLI prints."""
+    return not (record.levelno >= logging.ERROR
+                and record.name.startswith(("prefect.flow_runs", "prefect.task_runs")))
+
+
+def _quiet_console_logging() -> None:
+    """No tracebacks and no repeated failure reports on the console (Prefect's API keeps both).
+
+    Call after Prefect configured logging: its handlers writing to the
+    terminal are the stream handlers then attached to any logger.
+    """
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict
+                                      .values() if isinstance(logger, logging.Logger))]
+    handlers = {id(h): h for logger in loggers for h in logger.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)}
+    for handler in handlers.values():
+        handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
+        handler.addFilter(_drop_run_failures)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -71,27 +158,34 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 def run(extract_dir: Annotated[Path, typer.Argument(help="Extract directory (7 Parquet tables).")],
-        home: Annotated[Path, typer.Option(help="Directory for every output.",
-                                           envvar="INVOICES_HOME")] = Path("var")) -> None:
+        home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
     """Run the nightly billing flow on an extract (Prefect's embedded local API)."""
-    home = home.resolve()
-    _prepare_prefect(home)
+    from pipeline.preflight import check_settings, load_settings
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings)
+        summary = _run_flow(extract_dir, settings.home, verbose)
+    _print_summary(summary)
+    console.print(f"reports: {settings.home / 'reports' / summary['run_id']}")
+    raise typer.Exit(ExitCode.SOME_FAILED if summary["failed"] else ExitCode.OK)
+
+
+def _run_flow(extract_dir: Path, home: Path, verbose: bool) -> dict[str, Any]:
+    _prepare_prefect(home, verbose)
     from flows.billing_run import nightly_billing
     from pipeline.progress import set_progress
 
-    with Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar:
-        set_progress(RichProgress(bar))
-        try:
-            summary = nightly_billing(str(extract_dir), str(home))
-        except ExtractSchemaError as exc:
-            error(f"Unusable extract: {exc}")
-            raise typer.Exit(ExitCode.BAD_EXTRACT) from None
-        finally:
-            set_progress(None)
-    _print_summary(summary)
-    console.print(f"reports: {home / 'reports' / summary['run_id']}")
-    raise typer.Exit(ExitCode.SOME_FAILED if summary["failed"] else ExitCode.OK)
+    if not verbose:
+        _quiet_console_logging()
+    bars = RichProgress(Progress(TextColumn("{task.description:>8}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console))
+    set_progress(bars)
+    try:
+        return nightly_billing(str(extract_dir), str(home))
+    finally:
+        set_progress(None)
+        bars.close()
 
 
 @app.command()
@@ -110,23 +204,21 @@ def sample(out: Annotated[Path, typer.Option(help="Extract directory to write.")
 
 @app.command(name="validate")
 def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract directory.")],
-                 as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
-                 ) -> None:
+                 as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+                 home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
     """Validate an extract alone (against the archive of --home) and print invoices per rule."""
     from pipeline.archive import load_history
     from pipeline.ingest import load_extract
-    from pipeline.settings import Settings
+    from pipeline.preflight import check_settings, load_settings
     from pipeline.storage import LocalStorage
     from pipeline.validate import REGISTRY, validate
 
-    settings = Settings()
-    try:
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings, writing=False)
         bundle = load_extract(extract_dir, settings.ingest.error_rows)
-    except ExtractSchemaError as exc:
-        error(f"Unusable extract: {exc}")
-        raise typer.Exit(ExitCode.BAD_EXTRACT) from None
-    history = load_history(LocalStorage(settings.archive_dir))
-    result = validate(bundle, settings.seller, settings.validation, history)
+        history = load_history(LocalStorage(settings.archive_dir))
+        result = validate(bundle, settings.seller, settings.validation, history)
     counts = result.counts_by_rule()
     if as_json:
         print(json.dumps({"input_invoices": result.input_invoices,

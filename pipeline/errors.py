@@ -6,8 +6,12 @@ cause; transient errors (a busy relay, a throttled store) may be retried.
 
 from __future__ import annotations
 
-__all__ = ["PipelineError", "Terminal", "Transient", "ExtractSchemaError", "TemplateError",
-           "RenderError", "ChannelError", "StorageError", "ExitCode"]
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["PipelineError", "Terminal", "Transient", "ExtractSchemaError", "SettingsError",
+           "SettingProblem", "TemplateError", "RenderError", "ChannelError", "StorageError",
+           "ExitCode"]
 
 
 class ExitCode:
@@ -16,6 +20,7 @@ class ExitCode:
     OK = 0
     SOME_FAILED = 1
     BAD_EXTRACT = 2
+    BAD_SETTINGS = 2  # like an unusable extract: nothing was started, the input must change
 
 
 class PipelineError(Exception):
@@ -50,6 +55,37 @@ class ExtractSchemaError(PipelineError, Terminal):
             message += f"\n  first offending rows (0-based row number in the file):\n{rows}"
         message += "\n  Fix the extract (see sample_data/README.md for the format) and run again."
         super().__init__(message)
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """One setting that cannot work, told the way an operator fixes it.
+
+    Attributes:
+        setting: the setting and where it is set, e.g. ``archive.url (INVOICES_ARCHIVE__URL)``.
+        value: the value as shown (passwords already hidden).
+        problem: what is wrong with it.
+        action: what to do.
+    """
+
+    setting: str
+    value: str
+    problem: str
+    action: str
+
+    def __str__(self) -> str:
+        return f"{self.setting} = {self.value}\n    {self.problem}\n    {self.action}"
+
+
+class SettingsError(PipelineError, Terminal):
+    """The settings cannot work; found before the run starts, so nothing was started."""
+
+    exit_code = ExitCode.BAD_SETTINGS
+
+    def __init__(self, problems: Sequence[SettingProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(["Unusable settings; nothing was started.",
+                                     *(f"  {problem}" for problem in self.problems)]))
 
 
 class TemplateError(PipelineError, Terminal):

@@ -1,0 +1,410 @@
+"""Check the settings before a run starts: one message per problem, not a late traceback.
+
+A wrong path or URL otherwise surfaces deep in a run (after the extract was
+read and validated) as a traceback from the file system, SQLite or Jinja that
+names neither the setting nor what to do. Every check here is cheap (a stat, a
+probe file, one database connection), leaves nothing behind (the run creates
+the home, the archive and the ledger itself), and reports the setting, its
+environment variable, the value and the next step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sqlite3
+import tempfile
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import SettingProblem, SettingsError
+from pipeline.render.templates import LANGUAGES
+from pipeline.settings import RenderSettings, Settings
+from pipeline.validate import REGISTRY, check_rule_settings
+
+__all__ = ["load_settings", "check_settings"]
+
+_ENV_PREFIX = "INVOICES_"
+# INVOICES_* variables that are read outside the settings object.
+_NOT_SETTINGS = {"INVOICES_CONFIG", "INVOICES_SHARED_DIR"}
+_SECRET = re.compile(r"password|secret|token", re.IGNORECASE)
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_CONNECT_TIMEOUT = {"postgresql": {"connect_timeout": 10}, "mysql": {"connect_timeout": 10}}
+
+# What a run reads from the templates root: override folders may hold only
+# some of these, but the root is the last resort for every document.
+_TEMPLATE_FILES = ("invoice.html", "credit_note.html", "reports/exceptions.html",
+                  "assets/invoice.css",
+                  *(f"i18n/{lang}.po" for lang in LANGUAGES),
+                  *(f"emails/{lang}/{part}.txt" for lang in LANGUAGES
+                    for part in ("subject", "body")))
+
+
+def _env_name(loc: tuple[str, ...]) -> str:
+    """The variable of a setting: ``("render", "workers")`` -> INVOICES_RENDER__WORKERS."""
+    return _ENV_PREFIX + "__".join(loc).upper()
+
+
+def _toml_name(loc: tuple[str, ...]) -> str:
+    return f"[{'.'.join(loc[:-1])}] {loc[-1]}" if len(loc) > 1 else loc[0]
+
+
+def _label(loc: tuple[str, ...]) -> str:
+    """The setting, its variable and, when it comes from there, the file that sets it."""
+    if loc == ("home",):
+        return "home (--home or INVOICES_HOME)"
+    config = _user_config()
+    if (config and config.data and _lookup(config.data, loc) is not None
+            and _env_name(loc) not in {name.upper() for name in os.environ}):
+        return f"{_toml_name(loc)} in {config.path} ({_env_name(loc)})"
+    return f"{'.'.join(loc)} ({_env_name(loc)})"
+
+
+def _show(value: object, loc: tuple[str, ...] = ()) -> str:
+    if any(_SECRET.search(part) for part in loc):
+        return "'***'"
+    shown = repr(str(value) if isinstance(value, Path) else value)
+    return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+class _UserConfig(NamedTuple):
+    """The INVOICES_CONFIG file as read."""
+
+    path: Path
+    data: dict[str, Any] | None
+    problem: str  # why it cannot be read, or ""
+
+
+def _user_config() -> _UserConfig | None:
+    """The file named by INVOICES_CONFIG, read the way Settings reads it; None if unset."""
+    if not (name := os.environ.get("INVOICES_CONFIG")):
+        return None
+    path = Path(name)
+    try:
+        return _UserConfig(path, tomllib.loads(path.read_text(encoding="utf-8")), "")
+    except FileNotFoundError:
+        return _UserConfig(path, None, f"no such file (looked for {path.absolute()})")
+    except IsADirectoryError:
+        return _UserConfig(path, None, "a folder, not a TOML file")
+    except OSError as exc:
+        return _UserConfig(path, None, f"cannot be read: {exc.strerror}")
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return _UserConfig(path, None, f"not valid TOML: {exc}")
+
+
+def _config_problems(config: _UserConfig | None) -> list[SettingProblem]:
+    """The configuration file cannot be read (Settings would skip a missing one silently)."""
+    return [SettingProblem(
+        "INVOICES_CONFIG", _show(config.path), config.problem,
+        "Point INVOICES_CONFIG at your TOML configuration file, or unset it to use the "
+        "embedded defaults.")] if config and config.problem else []
+
+
+def _model_fields(model: type[BaseModel]) -> Iterator[tuple[str, type[BaseModel] | None]]:
+    """Each field name and, for a section, its model (None for a plain value or a mapping)."""
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        yield name, kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def _all_names(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, section in _model_fields(model):
+        yield (*prefix, name)
+        if section is not None:
+            yield from _all_names(section, (*prefix, name))
+
+
+def _unknown(names: Mapping[str, Any], model: type[BaseModel],
+             prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Keys of ``names`` (nested like the model) that are no setting of ``model``."""
+    fields = dict(_model_fields(model))
+    for key, value in names.items():
+        if key not in fields:
+            yield (*prefix, key)
+        elif (section := fields[key]) is not None and isinstance(value, Mapping):
+            yield from _unknown(value, section, (*prefix, key))
+
+
+def _nest(loc: tuple[str, ...]) -> dict[str, Any]:
+    return {loc[0]: _nest(loc[1:]) if len(loc) > 1 else None}
+
+
+def _lookup(data: Mapping[str, Any], loc: tuple[str, ...]) -> Any:
+    """The value at ``loc`` in nested tables, or None."""
+    value: Any = data
+    for part in loc:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _did_you_mean(loc: tuple[str, ...]) -> str:
+    known = {"__".join(name): name for name in _all_names(Settings)}
+    close = difflib.get_close_matches("__".join(loc).lower(), known, n=1, cutoff=0.8)
+    if not close:
+        return ""
+    name = known[close[0]]
+    return f"; did you mean {_env_name(name)} ({_toml_name(name)})?"
+
+
+def _unknown_names(config: _UserConfig | None) -> list[tuple[tuple[str, ...], SettingProblem]]:
+    """Keys of the configuration file and INVOICES_* variables that are no setting.
+
+    pydantic-settings ignores unknown keys inside a section and unknown
+    variables, so a misspelt name would silently leave the default in place.
+    """
+    found = []
+    if config and config.data:
+        found += [(loc, SettingProblem(
+            f"{_toml_name(loc)} in {config.path}", _show(_lookup(config.data, loc), loc),
+            "not a setting, so it would be ignored" + _did_you_mean(loc),
+            "Correct or remove it; README.md (Configuration) lists the settings."))
+            for loc in _unknown(config.data, Settings)]
+    sections = {name for name, _ in _model_fields(Settings)}
+    for variable, value in sorted(os.environ.items()):
+        upper = variable.upper()
+        if not upper.startswith(_ENV_PREFIX) or upper in _NOT_SETTINGS:
+            continue
+        loc = tuple(upper.removeprefix(_ENV_PREFIX).lower().split("__"))
+        # Only names that start like a setting: other INVOICES_* variables may serve tools.
+        if any(loc[0].startswith(s) for s in sections) and any(_unknown(_nest(loc), Settings)):
+            found.append((loc, SettingProblem(
+                f"{variable} (environment variable)", _show(value, loc),
+                "not a setting, so it would be ignored" + _did_you_mean(loc),
+                "Rename or unset it; README.md (Configuration) lists the variables.")))
+    return found
+
+
+def _field_description(loc: tuple[str, ...]) -> str | None:
+    model: type[BaseModel] | None = Settings
+    field = None
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = dict(_model_fields(model))[part]
+    return field.description if field else None
+
+
+def _validation_problems(exc: ValidationError,
+                         reported: set[tuple[str, ...]]) -> list[SettingProblem]:
+    """One problem per error, except the unknown names already ``reported``."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in err["loc"])
+        if loc in reported:
+            continue
+        if err["type"] == "missing":
+            problems.append(SettingProblem(
+                _label(loc), "(not set)", "required, and set nowhere",
+                f"Set it in the file named by INVOICES_CONFIG or with {_env_name(loc)}."))
+            continue
+        described = _field_description(loc)
+        problems.append(SettingProblem(
+            _label(loc), _show(err["input"], loc), f"{err['msg']}.",
+            "Give it a valid value" + (f" ({described.rstrip('.')})" if described else "")
+            + ", or remove it to use the default."))
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning an unreadable file or an invalid value into one message.
+
+    Args:
+        overrides: keyword arguments for :class:`Settings` (``home`` from ``--home``).
+
+    Raises:
+        SettingsError: every problem of the configuration file, the variables and the values.
+    """
+    config = _user_config()
+    unknown = _unknown_names(config)
+    problems = [problem for _, problem in unknown]
+    if unreadable := _config_problems(config):
+        raise SettingsError(unreadable + problems)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(problems + _validation_problems(
+            exc, reported={loc for loc, _ in unknown})) from exc
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _folder_problem(path: Path, writing: bool) -> str | None:
+    """Why ``path`` cannot serve as a folder (a missing one is created by the run), or None."""
+    existing = path
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as exc:
+        return f"{existing} cannot be looked at: {exc.strerror}"
+    if not existing.is_dir():
+        return ("it is a file, not a folder" if existing == path
+                else f"{existing} is a file, so no folder can be created under it")
+    if writing:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            return f"{existing} is not writable: {exc.strerror}"
+    elif existing == path and not os.access(path, os.R_OK | os.X_OK):
+        return "the folder cannot be read"
+    return None
+
+
+def _home_problems(settings: Settings) -> list[SettingProblem]:
+    problem = _folder_problem(settings.home, writing=True)
+    return [SettingProblem(_label(("home",)), _show(settings.home), problem,
+                           "Choose a folder you can write to, with --home or INVOICES_HOME.")
+            ] if problem else []
+
+
+def _archive_problems(settings: Settings, writing: bool) -> list[SettingProblem]:
+    url = settings.archive.url
+    label, default = _label(("archive", "url")), settings.home / "archive"
+    if url and (scheme := _URL_SCHEME.match(url)):
+        return [SettingProblem(
+            label, _show(url),
+            f"{scheme.group(1)}:// URLs are not supported yet (S3 included): the archive is a "
+            f"local folder, and this value would create a folder named "
+            f"'{scheme.group(1)}:' in the working directory",
+            f"Set INVOICES_ARCHIVE__URL to a local folder path (a mounted bucket works), or "
+            f"unset it to archive under {default}.")]
+    problem = _folder_problem(settings.archive_dir, writing)
+    return [SettingProblem(
+        label, _show(url or settings.archive_dir), problem,
+        f"Point INVOICES_ARCHIVE__URL at a folder{' you can write to' if writing else ''}, or "
+        f"unset it to archive under {default}.")] if problem else []
+
+
+def _ledger_problem(settings: Settings) -> tuple[str, str] | None:
+    """The shown URL and what is wrong with it, or None."""
+    raw = settings.ledger_url
+    try:
+        url = sa.make_url(raw)
+    except sa.exc.ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw), "not a SQLAlchemy database URL"
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() != "sqlite":
+        problem = _connect_problem(url)
+        return (shown, problem) if problem else None
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        return shown, ("an in-memory ledger forgets every delivery when the run ends, so the "
+                       "next run would deliver everything again")
+    path = Path(database).absolute()
+    if path.parent != settings.home:  # the run creates the home, nothing under it
+        if not path.parent.is_dir():
+            return shown, (f"the folder {path.parent} does not exist or is not a folder (SQLite "
+                           "would only say 'unable to open database file')")
+        if problem := _folder_problem(path.parent, writing=True):
+            return shown, problem
+    if path.is_dir():
+        return shown, f"{path} is a folder, not a database file"
+    if path.exists():
+        try:
+            with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+                conn.execute("PRAGMA schema_version")
+        except sqlite3.Error as exc:
+            return shown, f"{path} cannot be opened as a SQLite database: {exc}"
+    return None
+
+
+def _connect_problem(url: sa.URL) -> str | None:
+    try:
+        engine = sa.create_engine(url, connect_args=_CONNECT_TIMEOUT.get(
+            url.get_backend_name(), {}))
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ImportError as exc:
+        return f"its database driver is not installed ({exc})"
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if url.password:
+            reason = reason.replace(str(url.password), "***")
+        return f"cannot connect: {reason}"
+    return None
+
+
+def _ledger_problems(settings: Settings) -> list[SettingProblem]:
+    found = _ledger_problem(settings)
+    if not found:
+        return []
+    shown, problem = found
+    return [SettingProblem(
+        _label(("ledger", "url")), repr(shown), problem,
+        "Fix INVOICES_LEDGER__URL (e.g. sqlite:////srv/invoices/ledger.db, in an existing "
+        f"folder), or unset it to use {settings.home / 'ledger.db'}.")]
+
+
+def _templates_problems(settings: Settings) -> list[SettingProblem]:
+    root = settings.render.templates_dir.absolute()
+    if not root.is_dir():
+        problem = "the folder does not exist" if not root.exists() else "not a folder"
+    else:
+        missing = [name for name in _TEMPLATE_FILES if not (root / name).is_file()]
+        if not missing:
+            return []
+        problem = (f"the folder lacks {', '.join(missing[:4])}"
+                   + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""))
+    default = RenderSettings.model_fields["templates_dir"].default
+    return [SettingProblem(
+        _label(("render", "templates_dir")), _show(root), problem,
+        f"Point INVOICES_RENDER__TEMPLATES_DIR at a copy of {default} with your changes "
+        f"(`invoices templates check --templates DIR` checks it), or unset it to use {default}.")]
+
+
+def _rule_problems(settings: Settings) -> list[SettingProblem]:
+    """Unknown codes one by one, then whatever else ``validate`` would refuse, now."""
+    problems = []
+    for code, severity in settings.validation.rules.items():
+        if code not in REGISTRY:
+            close = difflib.get_close_matches(code, REGISTRY, n=1)
+            problems.append(SettingProblem(
+                _label(("validation", "rules", code)), repr(severity),
+                "no rule has this code" + (f"; did you mean {close[0]}?" if close else ""),
+                "Correct or remove it in [validation.rules]; `invoices rules` lists the codes."))
+    if not problems:
+        try:
+            check_rule_settings(settings.validation)
+        except ValueError as exc:
+            problems.append(SettingProblem(
+                _label(("validation", "rules")), _show(settings.validation.rules), str(exc),
+                "`invoices rules` lists every rule and its severity."))
+    return problems
+
+
+def check_settings(settings: Settings, *, writing: bool = True) -> None:
+    """Refuse settings a run cannot work with, before anything starts.
+
+    Args:
+        settings: the settings of the run.
+        writing: a billing run (home, archive and ledger are written, templates
+            rendered); False for ``invoices validate``, which only reads the archive.
+
+    Raises:
+        SettingsError: every problem found, each naming the setting, its
+            environment variable, the value and what to do.
+    """
+    home = _home_problems(settings) if writing else []
+    problems = list(home)
+    # A problem of the home is not repeated for what defaults to a place under it.
+    if not (home and settings.archive.url is None):
+        problems += _archive_problems(settings, writing)
+    if writing:
+        if not (home and settings.ledger.url is None):
+            problems += _ledger_problems(settings)
+        problems += _templates_problems(settings)
+    problems += _rule_problems(settings)
+    if problems:
+        raise SettingsError(problems)
