@@ -41,7 +41,8 @@ def ingest(extract_dir: str, settings: Settings) -> ExtractBundle:
 def validate_extract(bundle: ExtractBundle, ctx: RunContext) -> Validation:
     """Run the rules and write the rejections and the exceptions report."""
     settings = ctx.settings
-    validation = validate(bundle, settings.seller, settings.validation, load_history(ctx.storage))
+    validation = validate(bundle, settings.seller, settings.validation, load_history(ctx.storage),
+                          edi=settings.edi)
     write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env)
     create_table_artifact(
         key="validation-by-rule", description="Invoices per validation rule",

@@ -218,7 +218,8 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
         check_settings(settings, writing=False)
         bundle = load_extract(extract_dir, settings.ingest.error_rows)
         history = load_history(LocalStorage(settings.archive_dir))
-        result = validate(bundle, settings.seller, settings.validation, history)
+        result = validate(bundle, settings.seller, settings.validation, history,
+                          edi=settings.edi)
     counts = result.counts_by_rule()
     if as_json:
         print(json.dumps({"input_invoices": result.input_invoices,

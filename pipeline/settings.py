@@ -13,13 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pipeline.schemas import CHANNELS
 
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
            "IngestSettings", "ValidationSettings", "Tolerance", "Limits", "FORMAT_MAX_AMOUNT",
@@ -33,6 +35,8 @@ SHARED_DIR = Path(os.environ.get("INVOICES_SHARED_DIR", PROJECT_ROOT.parent / "s
 
 class SellerSettings(BaseModel):
     """The issuing company: configuration, never extract data."""
+
+    model_config = ConfigDict(extra="forbid")
 
     legal_name: str = Field(description="Registered name printed on every invoice.")
     siren: str = Field(pattern=r"^\d{9}$", description="9-digit SIREN.")
@@ -55,6 +59,8 @@ class SellerSettings(BaseModel):
 class RenderSettings(BaseModel):
     """How documents are rendered."""
 
+    model_config = ConfigDict(extra="forbid")
+
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
                          description="Render worker processes; 1 renders in-process.")
     batch_size: int = Field(default=50, ge=1, le=5000,
@@ -71,11 +77,15 @@ class RenderSettings(BaseModel):
 class IngestSettings(BaseModel):
     """Extract reading."""
 
+    model_config = ConfigDict(extra="forbid")
+
     error_rows: int = Field(default=5, ge=1, description="Offending rows quoted in an error.")
 
 
 class Tolerance(BaseModel):
     """How far an invoiced unit price may stray from the PO price."""
+
+    model_config = ConfigDict(extra="forbid")
 
     absolute: Decimal = Field(default=Decimal(0), ge=0, description="In currency units.")
     percent: Decimal = Field(default=Decimal(0), ge=0, le=100,
@@ -92,6 +102,8 @@ class Limits(BaseModel):
     The defaults suit a B2B biller; the hard bounds are what the output formats and the
     invoice layout can hold, so a limit can be raised only as far as it can be honoured.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     max_amount: Decimal = Field(
         default=Decimal("999999999.99"), gt=0, le=FORMAT_MAX_AMOUNT,
@@ -121,6 +133,8 @@ class Limits(BaseModel):
 class ValidationSettings(BaseModel):
     """Which rules run, how hard they bite, and their parameters."""
 
+    model_config = ConfigDict(extra="forbid")
+
     rules: dict[str, Literal["error", "warning", "off"]] = Field(
         default_factory=dict,
         description="Per reason code: 'error' rejects, 'warning' lists, 'off' skips.")
@@ -141,6 +155,8 @@ EInvoiceFormat = Literal["edifact", "x12", "ubl"]
 class EdiSettings(BaseModel):
     """Electronic formats sent to EDI and Peppol customers."""
 
+    model_config = ConfigDict(extra="forbid")
+
     sender_gln: str = Field(default="3012345000000", pattern=r"^\d{13}$",
                             description="The seller's GLN in EDI interchanges (UNB, NAD+SU).")
     formats: dict[str, list[EInvoiceFormat]] = Field(
@@ -148,6 +164,15 @@ class EdiSettings(BaseModel):
         description="Formats per channel.")
     customers: dict[str, list[EInvoiceFormat]] = Field(
         default_factory=dict, description="Per customer_id, overrides the channel's formats.")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_channels(cls, value: dict[str, list[EInvoiceFormat]]
+                        ) -> dict[str, list[EInvoiceFormat]]:
+        unknown = sorted(set(value) - set(CHANNELS))
+        if unknown:
+            raise ValueError(f"not channels: {unknown} (channels: {', '.join(CHANNELS)})")
+        return value
 
     def formats_for(self, channel: str, customer_id: str) -> list[EInvoiceFormat]:
         """The formats one customer receives."""
@@ -157,11 +182,15 @@ class EdiSettings(BaseModel):
 class ArchiveSettings(BaseModel):
     """Where artifacts are archived; unset means ``<home>/archive``."""
 
+    model_config = ConfigDict(extra="forbid")
+
     url: str | None = Field(default=None, description="A local path (S3 comes later).")
 
 
 class LedgerSettings(BaseModel):
     """The delivery ledger database; unset means SQLite in the home directory."""
+
+    model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(default=None, description="SQLAlchemy URL.")
 
