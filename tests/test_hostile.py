@@ -50,8 +50,13 @@ class Run:
     def observed(self, number: str) -> str:
         if self.errors.get(number):
             return "rejected"
-        return "warning" if number in self.delivered and self.warnings.get(number) else (
+        return "warning" if number in self.delivered and self.warned(number) else (
             "billed" if number in self.delivered else "not billed")
+
+    def warned(self, number: str) -> set[str]:
+        """Warnings of the invoice, but SEQUENCE_GAP: the corpus renames invoice numbers,
+        which punches holes in the series before whichever invoice comes next."""
+        return self.warnings.get(number, set()) - {"SEQUENCE_GAP"}
 
 
 def _snapshot(directory: Path) -> dict[str, str]:
@@ -103,7 +108,7 @@ def test_the_run_exits_0_and_its_summary_adds_up(run: Run) -> None:
 
 def _mismatch(run: Run, number: str, case: Case) -> str | None:
     got = run.observed(number)
-    codes = run.errors.get(number, set()) | run.warnings.get(number, set())
+    codes = run.errors.get(number, set()) | run.warned(number)
     if got != case.outcome or (case.code and case.code not in codes):
         return f"{case.case_id}: expected {case.expect}, got {got} {sorted(codes)}"
     return None
