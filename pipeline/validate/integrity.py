@@ -10,6 +10,7 @@ Row numbers are 0-based positions in the table as read, like ingest's errors.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import polars as pl
 
@@ -107,44 +108,29 @@ def _duplicates(x: RuleInput, table: str) -> pl.DataFrame:
         detail=pl.Series(details, dtype=pl.String), actual=pl.Series(actuals, dtype=pl.String)))
 
 
-@rule("DUPLICATE_CUSTOMER", "error",
-      "customer_id appears on several rows of customers: which name, address or email is "
-      "right cannot be guessed, so the customer's invoices are held back.", fixed=True)
-def duplicate_customer(x: RuleInput) -> pl.DataFrame:
-    return _duplicates(x, "customers")
+def _duplicate_rule(table: str) -> Callable[[RuleInput], pl.DataFrame]:
+    def check(x: RuleInput) -> pl.DataFrame:
+        return _duplicates(x, table)
+    check.__name__ = f"duplicate_{table}"
+    return check
 
 
-@rule("DUPLICATE_PO", "error",
-      "po_number appears on several rows of purchase_orders; its invoices are held back.",
-      fixed=True)
-def duplicate_po(x: RuleInput) -> pl.DataFrame:
-    return _duplicates(x, "purchase_orders")
-
-
-@rule("DUPLICATE_PO_LINE", "error",
-      "(po_number, po_line_no) appears on several rows of po_lines; the invoice lines billing "
-      "it are held back.", fixed=True)
-def duplicate_po_line(x: RuleInput) -> pl.DataFrame:
-    return _duplicates(x, "po_lines")
-
-
-@rule("DUPLICATE_DELIVERY_NOTE", "error",
-      "delivery_note_number appears on several rows of delivery_notes.", fixed=True)
-def duplicate_delivery_note(x: RuleInput) -> pl.DataFrame:
-    return _duplicates(x, "delivery_notes")
-
-
-@rule("DUPLICATE_DELIVERY_NOTE_LINE", "error",
-      "(delivery_note_number, po_line_no) appears on several rows of delivery_note_lines.",
-      fixed=True)
-def duplicate_delivery_note_line(x: RuleInput) -> pl.DataFrame:
-    return _duplicates(x, "delivery_note_lines")
-
-
-@rule("DUPLICATE_LINE_NO", "error",
-      "(invoice_number, line_no) appears on several rows of invoice_lines.", fixed=True)
-def duplicate_line_no(x: RuleInput) -> pl.DataFrame:
-    return _duplicates(x, "invoice_lines")
+for _code, _table, _explanation in (
+        ("DUPLICATE_CUSTOMER", "customers",
+         "customer_id appears on several rows of customers: which name, address or email is "
+         "right cannot be guessed, so the customer's invoices are held back."),
+        ("DUPLICATE_PO", "purchase_orders",
+         "po_number appears on several rows of purchase_orders; its invoices are held back."),
+        ("DUPLICATE_PO_LINE", "po_lines",
+         "(po_number, po_line_no) appears on several rows of po_lines; the invoice lines "
+         "billing it are held back."),
+        ("DUPLICATE_DELIVERY_NOTE", "delivery_notes",
+         "delivery_note_number appears on several rows of delivery_notes."),
+        ("DUPLICATE_DELIVERY_NOTE_LINE", "delivery_note_lines",
+         "(delivery_note_number, po_line_no) appears on several rows of delivery_note_lines."),
+        ("DUPLICATE_LINE_NO", "invoice_lines",
+         "(invoice_number, line_no) appears on several rows of invoice_lines.")):
+    rule(_code, "error", _explanation, fixed=True)(_duplicate_rule(_table))
 
 
 def _string_fields() -> tuple[tuple[str, str], ...]:
