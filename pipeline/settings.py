@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,7 +25,8 @@ from pipeline.schemas import CHANNELS
 
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
            "IngestSettings", "ValidationSettings", "Tolerance", "Limits", "FORMAT_MAX_AMOUNT",
-           "PROJECT_ROOT", "DEFAULT_CONFIG", "SHARED_DIR", "EdiSettings"]
+           "PROJECT_ROOT", "DEFAULT_CONFIG", "SHARED_DIR", "EdiSettings", "SmtpSettings",
+           "SftpPartner", "DeliverySettings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
@@ -179,6 +180,65 @@ class EdiSettings(BaseModel):
         return self.customers.get(customer_id, self.formats.get(channel, []))
 
 
+class SmtpSettings(BaseModel):
+    """The SMTP relay; with no host, the email channel writes ``.eml`` files to the outbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = Field(default=None, description="Relay host; unset: outbox transport.")
+    port: int = Field(default=587, ge=1, le=65535, description="Relay port (465 implicit TLS).")
+    starttls: bool = Field(default=True, description="Upgrade with STARTTLS (false: plain "
+                                                     "local relay).")
+    implicit_tls: bool = Field(default=False, description="TLS from the first byte (SMTPS).")
+    username: str | None = Field(default=None, description="AUTH user.")
+    password: SecretStr | None = Field(default=None,
+                                       description="AUTH password: environment only.")
+    timeout_s: float = Field(default=30, gt=0, description="Socket timeout per command.")
+    rate_per_s: float = Field(default=0, ge=0,
+                              description="Most messages per second (0: as fast as the relay).")
+    retries: int = Field(default=5, ge=0, le=50,
+                         description="Retries of a 4xx answer or a dropped connection.")
+    backoff_s: float = Field(default=1.0, ge=0, description="First retry delay, doubling.")
+    cc: list[str] = Field(default_factory=list, description="Copied on every invoice email.")
+    bcc: str | None = Field(default=None, description="Blind copy, e.g. the AR mailbox.")
+    xml_customers: list[str] = Field(
+        default_factory=list,
+        description="customer_ids whose emails also carry the Factur-X XML as a file.")
+
+
+class SftpPartner(BaseModel):
+    """One trading partner's (or the print house's) SFTP drop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(description="Server host.")
+    port: int = Field(default=22, ge=1, le=65535, description="Server port.")
+    username: str = Field(description="Login.")
+    password: SecretStr | None = Field(
+        default=None, description="Password: INVOICES_SFTP__<PARTNER>__PASSWORD only.")
+    key_file: Path | None = Field(default=None, description="Private key file.")
+    folder: str = Field(default=".", description="Folder the files go to.")
+    known_hosts: Path = Field(description="known_hosts file the server's key must be in.")
+
+
+class DeliverySettings(BaseModel):
+    """Which transport each channel uses, and what happens around delivery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transports: dict[str, Literal["outbox", "smtp", "sftp"]] = Field(
+        default_factory=dict,
+        description="Per channel; unset: smtp for email when [smtp] host is set, sftp for "
+                    "edi/peppol partners and print when [sftp.<partner>] is set, else outbox.")
+    print_partner: str = Field(default="print",
+                               description="The [sftp.<name>] of the print house.")
+    fallback_to_print: bool = Field(
+        default=False, description="An email refused for good (5xx) goes to print instead.")
+    wait_for_other_runs_s: float = Field(
+        default=600, ge=0,
+        description="How long a run waits for deliveries another live run has started.")
+
+
 class ArchiveSettings(BaseModel):
     """Where artifacts are archived; unset means ``<home>/archive``."""
 
@@ -209,6 +269,10 @@ class Settings(BaseSettings):
     edi: EdiSettings = EdiSettings()
     archive: ArchiveSettings = ArchiveSettings()
     ledger: LedgerSettings = LedgerSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    sftp: dict[str, SftpPartner] = Field(default_factory=dict,
+                                         description="SFTP drops by partner (GLN or name).")
+    delivery: DeliverySettings = DeliverySettings()
 
     @field_validator("home")
     @classmethod

@@ -8,11 +8,13 @@ from typing import Protocol
 
 import jinja2
 
+from pipeline.channels.transports.base import Parcel
 from pipeline.documents import InvoiceDocument
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
 
-__all__ = ["Outgoing", "Receipt", "DeliveredFile", "ChannelResult", "Channel", "make_channels"]
+__all__ = ["Outgoing", "Receipt", "DeliveredFile", "ChannelResult", "Channel", "make_channels",
+           "Formatted", "Formatter"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,29 @@ class ChannelResult:
 
     receipts: list[Receipt] = field(default_factory=list)
     files: list[DeliveredFile] = field(default_factory=list)
+
+
+@dataclass
+class Formatted:
+    """What a formatter made of a batch's items of one channel.
+
+    Every item ends in exactly one place: carried by one or more parcels (an
+    interchange may carry several invoices, an invoice may travel in several
+    parcels: its PDF, its UBL, its interchange), or in ``failures`` with the reason.
+    """
+
+    parcels: list[Parcel] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+class Formatter(Protocol):
+    """Builds what goes out on one channel; it never moves bytes itself (transports do)."""
+
+    name: str
+
+    def format(self, items: list[Outgoing], batch_id: str) -> Formatted:
+        """Parcels for the items; an item that cannot be formatted fails alone."""
+        ...
 
 
 class Channel(Protocol):
