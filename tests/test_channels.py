@@ -3,6 +3,7 @@
 import email
 import hashlib
 import io
+import json
 from dataclasses import replace
 from email.policy import default
 
@@ -11,7 +12,7 @@ from pypdf import PdfReader
 
 from pipeline.channels.base import Outgoing
 from pipeline.channels.email import EmailOutbox, build_message
-from pipeline.channels.printfile import PrintOutbox
+from pipeline.channels.printfile import PrintFormatter
 from pipeline.documents import build_documents
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.render.templates import make_environment
@@ -77,14 +78,15 @@ def test_customer_name_cannot_break_headers_or_file_names(outgoing, tmp_path) ->
     assert "\n" not in message["Subject"]
 
 
-def test_print_file_merges_pages_with_a_manifest(outgoing, tmp_path) -> None:
-    result = PrintOutbox(tmp_path).send(outgoing, "b-print")
-    pdf_file = next(f for f in result.files if f.name.endswith(".pdf"))
-    csv_file = next(f for f in result.files if f.name.endswith(".csv"))
+def test_print_file_merges_pages_with_a_manifest(outgoing) -> None:
+    formatted = PrintFormatter(TEMPLATES, SELLER).format(outgoing, "b-print")
+    assert not formatted.failures
+    pdf_file, csv_file, json_file = (next(p for p in formatted.parcels if p.name.endswith(s))
+                                     for s in (".pdf", ".csv", ".json"))
     merged = PdfReader(io.BytesIO(pdf_file.data))
-    expected = sum(len(PdfReader(io.BytesIO(i.pdf)).pages) for i in outgoing)
-    assert len(merged.pages) == expected
     rows = csv_file.data.decode().splitlines()
     assert rows[0].startswith("sequence,invoice_number")
-    assert [r.split(",")[1] for r in rows[1:]] == [i.doc.number for i in outgoing]
-    assert (tmp_path / pdf_file.name).read_bytes() == pdf_file.data
+    assert sorted(r.split(",")[1] for r in rows[1:]) == sorted(i.doc.number for i in outgoing)
+    sheets = [json_row["sheets"] for json_row in json.loads(json_file.data)["rows"]]
+    assert len(merged.pages) == 2 * (1 + sum(sheets))  # cover sheet + invoices, duplex
+    assert all(p.numbers == pdf_file.numbers for p in formatted.parcels)
