@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.errors import ExtractSchemaError
-from pipeline.schemas import TABLES, Column
+from pipeline.schemas import IDENTIFYING, TABLES, Column
 
 __all__ = ["ExtractBundle", "load_extract"]
 
@@ -98,14 +98,16 @@ def _load_table(directory: Path, table: str, error_rows: int) -> pl.DataFrame:
                 name, f"has type {dtype}, expected {column.kind} ({column.dtype})", column.name)
         casts.append(pl.col(column.name).cast(column.dtype, strict=True))
 
-    required = [c.name for c in TABLES[table] if c.required]
+    required = list(IDENTIFYING.get(table, ()))
     indexed = lazy.with_row_index("row")
     try:
-        nulls = lazy.select(pl.col(required).null_count()).collect().row(0, named=True)
+        nulls = (lazy.select(pl.col(required).null_count()).collect().row(0, named=True)
+                 if required else {})
         for column_name, count in nulls.items():
             if count:
                 rows = indexed.filter(pl.col(column_name).is_null()).head(error_rows).collect()
-                raise ExtractSchemaError(name, f"{count} null value(s) in a required column",
+                raise ExtractSchemaError(name, f"{count} null value(s) in a column that says "
+                                         "which invoice a row belongs to",
                                          column_name, _format_rows(rows, table, column_name))
         for column in TABLES[table]:
             if column.name in schema and _decimal_loses_value(column, schema[column.name]):

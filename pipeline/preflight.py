@@ -166,14 +166,12 @@ def _unknown_names(config: _UserConfig | None) -> list[tuple[tuple[str, ...], Se
             "not a setting, so it would be ignored" + _did_you_mean(loc),
             "Correct or remove it; README.md (Configuration) lists the settings."))
             for loc in _unknown(config.data, Settings)]
-    sections = {name for name, _ in _model_fields(Settings)}
     for variable, value in sorted(os.environ.items()):
         upper = variable.upper()
         if not upper.startswith(_ENV_PREFIX) or upper in _NOT_SETTINGS:
             continue
         loc = tuple(upper.removeprefix(_ENV_PREFIX).lower().split("__"))
-        # Only names that start like a setting: other INVOICES_* variables may serve tools.
-        if any(loc[0].startswith(s) for s in sections) and any(_unknown(_nest(loc), Settings)):
+        if any(_unknown(_nest(loc), Settings)):
             found.append((loc, SettingProblem(
                 f"{variable} (environment variable)", _show(value, loc),
                 "not a setting, so it would be ignored" + _did_you_mean(loc),
@@ -259,8 +257,8 @@ def _folder_problem(path: Path, writing: bool) -> str | None:
     return None
 
 
-def _home_problems(settings: Settings) -> list[SettingProblem]:
-    problem = _folder_problem(settings.home, writing=True)
+def _home_problems(settings: Settings, writing: bool) -> list[SettingProblem]:
+    problem = _folder_problem(settings.home, writing=writing)
     return [SettingProblem(_label(("home",)), _show(settings.home), problem,
                            "Choose a folder you can write to, with --home or INVOICES_HOME.")
             ] if problem else []
@@ -272,7 +270,7 @@ def _archive_problems(settings: Settings, writing: bool) -> list[SettingProblem]
     if url and (scheme := _URL_SCHEME.match(url)):
         return [SettingProblem(
             label, _show(url),
-            f"{scheme.group(1)}:// URLs are not supported yet (S3 included): the archive is a "
+            f"{scheme.group(1)}:// URLs are not supported yet: the archive is a "
             f"local folder, and this value would create a folder named "
             f"'{scheme.group(1)}:' in the working directory",
             f"Set INVOICES_ARCHIVE__URL to a local folder path (a mounted bucket works), or "
@@ -396,7 +394,7 @@ def check_settings(settings: Settings, *, writing: bool = True) -> None:
         SettingsError: every problem found, each naming the setting, its
             environment variable, the value and what to do.
     """
-    home = _home_problems(settings) if writing else []
+    home = _home_problems(settings, writing)
     problems = list(home)
     # A problem of the home is not repeated for what defaults to a place under it.
     if not (home and settings.archive.url is None):

@@ -16,7 +16,7 @@ import polars as pl
 from pipeline import money
 
 __all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "INDEX",
-           "BILLED_LINES",
+           "BILLED_LINES", "IDENTIFYING",
            "Kind", "CHANNELS", "LANGUAGES", "INVOICE_TYPES"]
 
 Kind = Literal["string", "int", "date", "amount", "unit_price", "quantity", "rate"]
@@ -143,6 +143,11 @@ TABLES: dict[str, tuple[Column, ...]] = {
 }
 
 TABLE_NAMES = tuple(TABLES)
+
+# A null here leaves a row that belongs to no invoice: the extract is refused at ingest.
+# A null in any other required column rejects only the invoices relying on that row
+# (validation rule REQUIRED_VALUE_MISSING), so one bad row never stops the night.
+IDENTIFYING = {"invoices": ("invoice_number",), "invoice_lines": ("invoice_number",)}
 
 
 def polars_schema(table: str) -> pl.Schema:

@@ -67,7 +67,7 @@ class Case:
 
 CONTROL = [("NUL", "Mar\x00tin"), ("BEL", "Mar\x07tin"), ("ESC", "\x1b[31mMartin"),
            ("DEL", "Mar\x7ftin"), ("C1 NEL", "Mar\x85tin"), ("U+FFFF", "Mar\uffffin")]
-UNICODE = [("RTL Arabic", "شركة المثال للتجارة"), ("RTL override", "Martin \u202eLRAS\u202c"),
+UNICODE = [("RTL Arabic", "شركة المثال للتجارة"),
            ("Hebrew", "חברה לדוגמה בע״מ"),
            ("combining", "Cafe\u0301 Z\u0336a\u0336l\u0336g\u0336o"),
            ("emoji", "Boulangerie 🥖😀👨‍👩‍👧"), ("CJK", "株式会社サンプル")]
@@ -95,6 +95,10 @@ def _text_cases(table: str, field: str, limit: int, missing: str | None,
         ("long", f"{limit + 1} characters", "M" * (limit + 1), "TEXT_TOO_LONG"),
         ("long", "1 MB", "x" * 1_000_000, "TEXT_TOO_LONG"),
         *[("Unicode", label, v, "billed") for label, v in UNICODE],
+        ("Unicode", "RTL override", "Martin \u202eLRAS\u202c", "CONTROL_CHARACTER"),
+        ("Unicode", "line separator", "Martin\u2028SARL", "CONTROL_CHARACTER"),
+        ("empty", "zero-width only", "\u200b\u200b", empty),
+        ("empty", "combining marks only", "\u0301\u0336", empty),
         *[("path", label, v, "billed") for label, v in PATHS],
         ("separators", "EDIFACT all", "O'Neil + Fils: 50% ?", "billed"),
         ("separators", "X12 all", "A*B~C>D", "billed"),
@@ -368,6 +372,33 @@ def _code_cases() -> list[Case]:
                     for t, f, v, e, c in billed]
 
 
+def _null_cases() -> list[Case]:
+    """A null where the format requires a value: that invoice is rejected, not the extract."""
+    fields = [("customers", "language", "codes"),
+              ("customers", "legal_name", "names and free text"),
+              ("customers", "payment_terms_days", "amounts and quantities"),
+              ("invoices", "due_date", "dates"), ("invoices", "currency", "codes"),
+              ("invoice_lines", "description", "names and free text"),
+              ("invoice_lines", "quantity", "amounts and quantities"),
+              ("invoice_lines", "vat_rate", "rates"), ("invoice_lines", "sku", "identifiers"),
+              ("purchase_orders", "status", "codes"),
+              ("po_lines", "unit_price", "amounts and quantities"),
+              ("delivery_notes", "delivery_date", "dates"),
+              ("delivery_note_lines", "quantity_delivered", "amounts and quantities")]
+    return [Case(t, f, fc, "null", "null", None, "REQUIRED_VALUE_MISSING") for t, f, fc in fields]
+
+
+def _cross_row_cases() -> list[Case]:
+    """References between rows: line numbers and what a credit note credits."""
+    lines = [(v, "LINE_NO_INVALID") for v in (0, -5, 1_000_000, 2**62)] + [(999_999, "billed")]
+    cases = [Case("invoice_lines", "line_no", "identifiers", "line number", str(v), v, expect)
+             for v, expect in lines]
+    credits = [("itself", "<self>"), ("a credit note", "<other credit note>"),
+               ("an invoice of another customer", "<invoice of another customer>")]
+    return cases + [Case("invoices", "credited_invoice_number", "identifiers", "credit chain",
+                         label, v, "CREDIT_NOTE_REFERENCE_INVALID") for label, v in credits]
+
+
 def _duplicate_cases() -> list[Case]:
     differing = {"customers": {"legal_name": "Autre SARL", "email": "x@evil.example"},
                  "purchase_orders": {"status": "closed"},
@@ -412,6 +443,7 @@ def corpus() -> list[Case]:
                                credit=True)
     cases += _x12_reference_cases()
     cases += _amount_cases() + _date_cases() + _code_cases() + _duplicate_cases()
+    cases += _null_cases() + _cross_row_cases()
     return cases
 
 
@@ -499,6 +531,8 @@ class _Builder:
         frames = self.frames()
         if case.how == "set":
             value = _resolve(case.value, self.b.invoices.filter(where["invoices"]))
+            if case.field == "credited_invoice_number" and isinstance(value, str):
+                value = self._credited(number, value)
             changes: dict[str, object] = (dict(value) if isinstance(value, dict)
                                           else {case.field: value})
             if case.field == "vat_exemption_reason":
@@ -535,6 +569,22 @@ class _Builder:
             number = self._rename(frames, where, number, case)
         self.put(**frames)
         return number
+
+    def _credited(self, number: str, value: str) -> str:
+        """The number a credit-chain case points its credit note at."""
+        invoices = self.b.invoices
+        if value == "<self>":
+            return number
+        if value == "<other credit note>":
+            return invoices.filter((pl.col("invoice_type") == "credit_note")
+                                   & (pl.col("invoice_number") != number))["invoice_number"][-1]
+        if value == "<invoice of another customer>":
+            credited = invoices.filter(pl.col("invoice_number") == number)[
+                "credited_invoice_number"][0]
+            customer = invoices.filter(pl.col("invoice_number") == credited)["customer_id"][0]
+            return invoices.filter((pl.col("invoice_type") == "invoice")
+                                   & (pl.col("customer_id") != customer))["invoice_number"][0]
+        return value
 
     def _rename(self, frames: dict[str, pl.DataFrame], where: dict[str, pl.Expr], number: str,
                 case: Case) -> str:

@@ -84,16 +84,23 @@ def test_not_parquet(extract: Path) -> None:
         load_extract(extract)
 
 
-def test_nulls_in_required_column_quote_first_rows(extract: Path) -> None:
-    _rewrite(extract, "invoices", lambda f: f.with_columns(
-        due_date=pl.when(pl.int_range(pl.len()).is_in([4, 9])).then(None)
-        .otherwise(pl.col("due_date"))))
+def test_nulls_in_an_identifying_column_quote_first_rows(extract: Path) -> None:
+    _rewrite(extract, "invoice_lines", lambda f: f.with_columns(
+        invoice_number=pl.when(pl.int_range(pl.len()).is_in([4, 9])).then(None)
+        .otherwise(pl.col("invoice_number"))))
     with pytest.raises(ExtractSchemaError) as err:
         load_extract(extract)
     message = str(err.value)
-    assert "invoices.parquet" in message and "'due_date'" in message
+    assert "invoice_lines.parquet" in message and "'invoice_number'" in message
     assert "2 null value(s)" in message
     assert "| 4 " in message and "| 9 " in message  # 0-based row numbers
+
+
+def test_nulls_in_other_required_columns_are_left_to_validation(extract: Path) -> None:
+    """A null due date rejects that invoice (REQUIRED_VALUE_MISSING), not the extract."""
+    _rewrite(extract, "invoices", lambda f: f.with_columns(
+        due_date=pl.when(pl.int_range(pl.len()) == 4).then(None).otherwise(pl.col("due_date"))))
+    assert load_extract(extract).invoices["due_date"].null_count() == 1
 
 
 def test_table_as_directory_of_parts(extract: Path) -> None:

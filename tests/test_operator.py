@@ -66,7 +66,7 @@ def test_s3_archive_is_refused_instead_of_a_local_folder_named_s3(tmp_path: Path
     result = invoices("run", str(SAMPLE_EXTRACT), "--home", str(tmp_path / "home"),
                       cwd=tmp_path, INVOICES_ARCHIVE__URL="s3://bucket/invoices")
     one_clear_message(result, "INVOICES_ARCHIVE__URL", "'s3://bucket/invoices'",
-                      "S3 included", "local folder path")
+                      "s3:// URLs are not supported yet", "local folder path")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -140,6 +140,13 @@ def test_misspelt_names_are_not_silently_ignored(tmp_path: Path) -> None:
                           INVOICES_ARCHIVE_URL="/srv/archive"),
                       "[render] workerz", "did you mean INVOICES_RENDER__WORKERS",
                       "INVOICES_ARCHIVE_URL (environment variable)",
+                      "did you mean INVOICES_ARCHIVE__URL")
+
+
+def test_a_misspelt_section_in_a_variable_is_not_ignored(tmp_path: Path) -> None:
+    """Issue 9 review: INVOICES_ARCHVE__URL used to leave the default archive in place."""
+    one_clear_message(run(tmp_path / "home", INVOICES_ARCHVE__URL="/mnt/nas/archive"),
+                      "INVOICES_ARCHVE__URL (environment variable)",
                       "did you mean INVOICES_ARCHIVE__URL")
 
 

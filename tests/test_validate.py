@@ -170,6 +170,11 @@ def _credit_of_rejected(b: ExtractBundle) -> Case:
     return Case(replace(b, invoices=invoices), credit["invoice_number"])
 
 
+def _credit_of_credit(b: ExtractBundle) -> Case:
+    credit = _first(b, "credit_note")
+    return _header("credit_note", credited_invoice_number=credit["invoice_number"])(b)
+
+
 def _credit_unknown(b: ExtractBundle) -> Case:
     return _header("credit_note", credited_invoice_number="FA1999-000001")(b)
 
@@ -199,6 +204,11 @@ def _copy_row(table: str, **changes: object) -> Mutation:
     return mutate
 
 
+def _line_without_invoice(b: ExtractBundle) -> Case:
+    line = b.invoice_lines[:1].with_columns(invoice_number=pl.lit("FA2026-GHOST"))
+    return Case(replace(b, invoice_lines=pl.concat([b.invoice_lines, line])), "FA2026-GHOST")
+
+
 def _renumber(new: str) -> Mutation:
     def mutate(b: ExtractBundle) -> Case:
         old = _first(b)["invoice_number"]
@@ -225,6 +235,9 @@ MUTATIONS: dict[str, Mutation] = {
     "DUPLICATE_DELIVERY_NOTE": _copy_row("delivery_notes"),
     "DUPLICATE_DELIVERY_NOTE_LINE": _copy_row("delivery_note_lines"),
     "DUPLICATE_LINE_NO": _copy_row("invoice_lines"),
+    "REQUIRED_VALUE_MISSING": _customer("email", language=None),
+    "LINE_NO_INVALID": _line(line_no=2**62),
+    "LINE_WITHOUT_INVOICE": _line_without_invoice,
     "EDI_REFERENCE_UNFIT": _x12_number_too_long,
     "CONTROL_CHARACTER": _customer("email", legal_name="Martin\x00SARL"),
     "IDENTIFIER_INVALID": _customer("email", brand="marque été"),
@@ -293,6 +306,7 @@ MUTATIONS: dict[str, Mutation] = {
     "TOTALS_MISMATCH": _header(total_gross=Decimal("0.01")),
     "CREDITED_INVOICE_UNKNOWN": _credit_unknown,
     "CREDITED_INVOICE_REJECTED": _credit_of_rejected,
+    "CREDIT_NOTE_REFERENCE_INVALID": _credit_of_credit,
     "CREDIT_EXCEEDS_INVOICE": _credit_too_much,
 }
 

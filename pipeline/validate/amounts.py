@@ -12,6 +12,7 @@ import polars as pl
 from babel.numbers import list_currencies
 
 from pipeline import money
+from pipeline.validate.integrity import BLANK
 from pipeline.validate.registry import RuleInput, rule
 
 # ISO 4217 codes nobody pays an invoice in: precious metals, SDR and settlement units,
@@ -32,9 +33,11 @@ def no_lines(x: RuleInput) -> pl.DataFrame:
         "invoice_number", detail=pl.lit("no line refers to this invoice"))
 
 
-@rule("DESCRIPTION_MISSING", "error", "A line has an empty description (EN 16931 BT-153).")
+@rule("DESCRIPTION_MISSING", "error",
+      "A line's description is empty or shows nothing (zero-width characters only; "
+      "EN 16931 BT-153).")
 def description_missing(x: RuleInput) -> pl.DataFrame:
-    return x.lines.filter(pl.col("description").str.strip_chars() == "").select(
+    return x.lines.filter(pl.col("description").str.contains(BLANK)).select(
         "invoice_number", "line_no", actual=pl.col("sku"))
 
 
@@ -160,6 +163,29 @@ def credited_invoice_unknown(x: RuleInput) -> pl.DataFrame:
         & (pl.col("credited_invoice_number").is_null()
            | ~pl.col("credited_invoice_number").is_in(known.implode()))
     ).select("invoice_number", actual=pl.col("credited_invoice_number").fill_null("(none)"))
+
+
+@rule("CREDIT_NOTE_REFERENCE_INVALID", "error",
+      "A credit note names itself, another credit note, an invoice of another customer, or an "
+      "invoice issued after it.")
+def credit_note_reference_invalid(x: RuleInput) -> pl.DataFrame:
+    documents = pl.concat([
+        x.invoices.select("invoice_number", "invoice_type", "customer_id", "issue_date"),
+        x.history.invoices.select("invoice_number", "invoice_type", "customer_id", "issue_date"),
+    ]).unique("invoice_number", keep="first").rename(lambda c: f"credited_{c}")
+    credits = x.invoices.filter(pl.col("invoice_type") == "credit_note").join(
+        documents, left_on="credited_invoice_number", right_on="credited_invoice_number")
+    reason = (pl.when(pl.col("credited_invoice_number") == pl.col("invoice_number"))
+              .then(pl.lit("credits itself"))
+              .when(pl.col("credited_invoice_type") != "invoice")
+              .then(pl.lit("credits a credit note"))
+              .when(pl.col("credited_customer_id") != pl.col("customer_id"))
+              .then(pl.format("credits an invoice of customer {}", "credited_customer_id"))
+              .when(pl.col("credited_issue_date") > pl.col("issue_date"))
+              .then(pl.format("credits an invoice issued later, on {}",
+                              "credited_issue_date")))
+    return credits.with_columns(reason=reason).filter(pl.col("reason").is_not_null()).select(
+        "invoice_number", detail="reason", actual=pl.col("credited_invoice_number"))
 
 
 @rule("CREDITED_INVOICE_REJECTED", "error",

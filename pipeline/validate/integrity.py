@@ -15,13 +15,18 @@ from collections.abc import Callable
 import polars as pl
 
 from pipeline.einvoice.x12 import REFERENCE_LIMITS, SEPARATORS
-from pipeline.schemas import TABLES
+from pipeline.schemas import IDENTIFYING, TABLES
 from pipeline.validate.registry import RuleInput, rule
 
-__all__ = ["dependents", "CONTROL_CHARACTERS", "IDENTIFIERS", "NAMES", "DESCRIPTIONS"]
+__all__ = ["dependents", "CONTROL_CHARACTERS", "BLANK", "IDENTIFIERS", "NAMES", "DESCRIPTIONS"]
 
-# Characters XML 1.0 cannot hold, DEL and the C1 controls: no output format carries them.
-CONTROL_CHARACTERS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\x{FFFE}\x{FFFF}]"
+# Characters XML 1.0 cannot hold, DEL and the C1 controls (no output format carries them),
+# and the bidirectional overrides and isolates and line/paragraph separators, which make a
+# PDF show text in another order than the data says ("Trojan Source").
+CONTROL_CHARACTERS = (r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\x{FFFE}\x{FFFF}"
+                      r"\x{202A}-\x{202E}\x{2066}-\x{2069}\x{2028}\x{2029}]")
+# Nothing visible: whitespace, format characters (zero-width spaces...) and lone combining marks.
+BLANK = r"^[\s\p{Cf}\p{M}]*$"
 
 # (table, column) of identifiers other than the invoice number (INVOICE_NUMBER_INVALID).
 IDENTIFIERS = (
@@ -138,7 +143,8 @@ def _string_fields() -> tuple[tuple[str, str], ...]:
 
 
 @rule("CONTROL_CHARACTER", "error",
-      "A text holds a control character (NUL, BEL, ESC...) that no invoice format can carry; "
+      "A text holds a control character (NUL, BEL, ESC...) that no invoice format can carry, "
+      "or a bidirectional override that would make the PDF show another text than the data; "
       "the field and row are named.", fixed=True)
 def control_character(x: RuleInput) -> pl.DataFrame:
     found = []
@@ -205,7 +211,7 @@ def text_too_long(x: RuleInput) -> pl.DataFrame:
 def name_or_address_missing(x: RuleInput) -> pl.DataFrame:
     found = []
     for column in ("legal_name", "address_line1", "city"):
-        rows = _rows(x, "customers").filter(pl.col(column).str.strip_chars() == "")
+        rows = _rows(x, "customers").filter(pl.col(column).str.contains(BLANK))
         found.append(dependents(x, "customers", rows.with_columns(
             detail=pl.lit(f"customers.{column} row ") + pl.col("row").cast(pl.String)
             + pl.lit(": empty"), actual=pl.col("customer_id"))))
@@ -241,3 +247,35 @@ def edi_reference_unfit(x: RuleInput) -> pl.DataFrame:
             detail=pl.lit(f"{column} in X12 (at most {limit} characters, no {SEPARATORS})"),
             actual=value.str.slice(0, 60)))
     return pl.concat(found, how="diagonal")
+
+
+@rule("REQUIRED_VALUE_MISSING", "error",
+      "A column the extract format requires is null on a row this invoice relies on; the "
+      "table, column and row are named.", fixed=True)
+def required_value_missing(x: RuleInput) -> pl.DataFrame:
+    found = []
+    for table, columns in TABLES.items():
+        for column in columns:
+            if not column.required or column.name in IDENTIFYING.get(table, ()):
+                continue
+            rows = _rows(x, table).filter(pl.col(column.name).is_null())
+            found.append(dependents(x, table, rows.with_columns(
+                detail=pl.format(f"{table}.{column.name} row {{}}: null", "row"),
+                actual=pl.lit("(null)"))))
+    return pl.concat(found)
+
+
+@rule("LINE_NO_INVALID", "error",
+      "A line number is below 1 or above 999999 (EDIFACT LIN an..6).", fixed=True)
+def line_no_invalid(x: RuleInput) -> pl.DataFrame:
+    return x.lines.filter((pl.col("line_no") < 1) | (pl.col("line_no") > 999_999)).select(
+        "invoice_number", actual=pl.col("line_no").cast(pl.String))
+
+
+@rule("LINE_WITHOUT_INVOICE", "warning",
+      "invoice_lines holds lines of an invoice number that is not in invoices; they are "
+      "ignored.")
+def line_without_invoice(x: RuleInput) -> pl.DataFrame:
+    return x.bundle.invoice_lines.join(x.invoices, on="invoice_number", how="anti").group_by(
+        "invoice_number").len().select(
+        "invoice_number", detail=pl.format("{} line(s) without an invoice header", "len"))
