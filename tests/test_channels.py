@@ -11,12 +11,13 @@ import pytest
 from pypdf import PdfReader
 
 from pipeline.channels.base import Outgoing
-from pipeline.channels.email import EmailOutbox, build_message
+from pipeline.channels.email import EmailFormatter, build_message
 from pipeline.channels.printfile import PrintFormatter
+from pipeline.channels.transports.outbox import OutboxTransport
 from pipeline.documents import build_documents
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.render.templates import make_environment
-from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.settings import PROJECT_ROOT, Settings, SmtpSettings
 
 TEMPLATES = PROJECT_ROOT / "templates"
 SELLER = Settings().seller
@@ -61,20 +62,23 @@ def test_email_is_deterministic(outgoing) -> None:
 
 @pytest.mark.parametrize("address", ["a@client.example\nBcc: victim@evil.example",
                                      "a@client.example\r\nSubject: spam"])
-def test_newline_in_address_is_refused_not_written(outgoing, tmp_path, address) -> None:
-    outbox = EmailOutbox(tmp_path, SELLER, make_environment(TEMPLATES))
-    result = outbox.send([_as(outgoing[0], email=address)], "b-test")
-    assert result.receipts[0].error and not result.files
-    assert list(tmp_path.iterdir()) == []
+def test_newline_in_address_is_refused_not_written(outgoing, address) -> None:
+    formatter = EmailFormatter(SELLER, make_environment(TEMPLATES), SmtpSettings())
+    result = formatter.format([_as(outgoing[0], email=address)], "b-test")
+    assert not result.parcels
+    assert "unusable email address" in result.failures[outgoing[0].doc.number]
 
 
 def test_customer_name_cannot_break_headers_or_file_names(outgoing, tmp_path) -> None:
     item = _as(outgoing[0], email="a@client.example", number="FA/../../etc\npasswd")
-    outbox = EmailOutbox(tmp_path, SELLER, make_environment(TEMPLATES))
-    result = outbox.send([item], "b-test")
+    formatter = EmailFormatter(SELLER, make_environment(TEMPLATES), SmtpSettings())
+    [parcel] = formatter.format([item], "b-test").parcels
+    receipt = OutboxTransport(tmp_path).deliver(parcel)
+    assert receipt.outcome == "written"
     [written] = list(tmp_path.iterdir())
     assert written.parent == tmp_path and "/" not in written.name and "\n" not in written.name
-    message = email.message_from_bytes(result.files[0].data, policy=default)
+    assert written.read_bytes() == parcel.data
+    message = email.message_from_bytes(parcel.data, policy=default)
     assert "\n" not in message["Subject"]
 
 

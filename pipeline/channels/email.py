@@ -1,78 +1,172 @@
-"""Email delivery, first cut: one ``.eml`` per invoice in an outbox directory.
+"""The email formatter: one RFC 5322 message per invoice, whatever transport carries it.
 
-Messages are deterministic (Message-ID and Date derive from the invoice), so
-a re-written message is byte-identical. Headers are built with the stdlib's
-header registry, which refuses line breaks: customer data can never inject a
-header even if validation were switched off.
+A message has a text and an HTML body (``templates/emails/<lang>/body.txt`` and
+``body.html``, in the customer's language), the PDF attached, and the Factur-X
+XML attached as ``factur-x.xml`` for the customers of ``[smtp] xml_customers``.
+Its envelope goes to the customer's addresses (``To``), ``[smtp] cc`` (a ``Cc``
+header) and ``[smtp] bcc`` (envelope only: no header names it).
+
+Messages are deterministic: Message-ID, Date and MIME boundaries derive from
+the invoice and its PDF, so a message built again (a resend) is byte-identical
+and carries the same Message-ID, which lets receiving systems de-duplicate.
+Headers are built with the stdlib's header registry, which refuses line breaks
+and quotes or encodes every display name; the HTML body is autoescaped: customer
+data can inject neither a header, nor a recipient, nor markup.
 """
 
 from __future__ import annotations
 
+import email.errors
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from pathlib import Path
 
 import jinja2
 
 from pipeline import keys
-from pipeline.channels.base import ChannelResult, DeliveredFile, Outgoing, Receipt
+from pipeline.channels.base import Formatted, Outgoing
+from pipeline.channels.transports.base import Parcel
+from pipeline.einvoice.crosscheck import embedded_xml
 from pipeline.errors import PipelineError
 from pipeline.render.templates import render_template
-from pipeline.settings import SellerSettings
-from pipeline.storage.local import write_atomic
+from pipeline.settings import SellerSettings, SmtpSettings
 
-__all__ = ["EmailOutbox", "build_message"]
+__all__ = ["EmailFormatter", "build", "build_message", "Built", "LANGUAGES", "XML_NAME"]
+
+LANGUAGES = ("fr", "en", "de")
+XML_NAME = "factur-x.xml"
+# Every part is 7-bit (quoted-printable or base64 bodies, RFC 2047 headers): any relay takes it.
+_POLICY = SMTP.clone(cte_type="7bit")
 
 
 def _single_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def build_message(item: Outgoing, seller: SellerSettings, env: jinja2.Environment) -> bytes:
-    """The complete RFC 5322 message of one invoice, PDF attached."""
+def _address(value: str, display_name: str = "") -> Address:
+    """One address, or ValueError saying which value is unusable."""
+    value = value.strip()
+    if not value:
+        raise ValueError("an empty email address (two commas in a row, or a comma at the end?)")
+    try:
+        address = Address(display_name=display_name, addr_spec=value)
+    except (ValueError, IndexError, email.errors.MessageError) as exc:
+        raise ValueError(f"unusable email address {value!r}: {exc}") from exc
+    if not address.username or not address.domain or address.addr_spec != value:
+        raise ValueError(f"unusable email address {value!r}")
+    return address
+
+
+def _unique(addresses: Iterable[str]) -> tuple[str, ...]:
+    seen: dict[str, str] = {}
+    for address in addresses:
+        seen.setdefault(address.lower(), address)
+    return tuple(seen.values())
+
+
+@dataclass(frozen=True)
+class Built:
+    """A message and its envelope recipients (To, then Cc, then Bcc, each once)."""
+
+    data: bytes
+    recipients: tuple[str, ...]
+
+
+def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
+          smtp: SmtpSettings | None = None) -> Built:
+    """The complete message of one invoice and its envelope recipients.
+
+    Args:
+        item: the rendered invoice.
+        seller: the sender (``From`` and envelope sender).
+        env: the Jinja environment of the email templates (autoescaping ``.html``).
+        smtp: cc, bcc and the customers who also get the XML; none: no copies, no XML.
+
+    Raises:
+        ValueError: an address (the customer's, cc or bcc) is unusable, or the XML to
+            attach cannot be read from the PDF.
+        PipelineError: a template cannot be rendered.
+    """
+    smtp = smtp or SmtpSettings()
     doc = item.doc
-    if not doc.email or any(c in doc.email for c in "\r\n"):
+    if not doc.email or not doc.email.strip():
+        raise ValueError(f"invoice {doc.number}: no email address")
+    if any(c in doc.email for c in "\r\n"):
         raise ValueError(f"invoice {doc.number}: unusable email address {doc.email!r}")
-    lang = doc.language if doc.language in ("fr", "en", "de") else "fr"
+    name = _single_line(doc.buyer.name)
+    to = [_address(a, name) for a in doc.email.split(",")]
+    cc = [_address(a) for a in smtp.cc]
+    bcc = [_address(smtp.bcc)] if smtp.bcc else []
+
+    lang = doc.language if doc.language in LANGUAGES else "fr"
     context = {"doc": doc, "lang": lang}
-    message = EmailMessage(policy=SMTP)
-    message["From"] = Address(display_name=seller.legal_name, addr_spec=seller.email)
-    message["To"] = [Address(addr_spec=a.strip()) for a in doc.email.split(",")]
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = _address(seller.email, _single_line(seller.legal_name))
+    message["To"] = to
+    if cc:
+        message["Cc"] = cc
     message["Subject"] = _single_line(render_template(env, f"emails/{lang}/subject.txt",
                                                       **context))
     message["Date"] = format_datetime(datetime.combine(doc.issue_date, time(6, 0), UTC))
     message["Message-ID"] = keys.message_id(doc.number, item.sha256,
                                             seller.email.rpartition("@")[2])
     message.set_content(render_template(env, f"emails/{lang}/body.txt", **context))
+    message.add_alternative(render_template(env, f"emails/{lang}/body.html", **context),
+                            subtype="html")
+    alternative_boundary = f"=_alt_{keys.digest(doc.number, item.sha256, 'alt')[:32]}"
+    message.set_boundary(alternative_boundary)
+    stem = keys.safe_component(doc.number)
     message.add_attachment(item.pdf, maintype="application", subtype="pdf",
-                           filename=f"{keys.safe_component(doc.number)}.pdf")
-    # "=_" cannot occur in quoted-printable or base64 bodies, so this fixed boundary is safe.
+                           filename=f"{stem}.pdf")
+    if doc.customer_id in smtp.xml_customers:
+        try:
+            xml = embedded_xml(item.pdf)
+        except (ValueError, zlib.error) as exc:
+            raise ValueError(f"invoice {doc.number}: cannot attach {XML_NAME}: {exc}") from exc
+        message.add_attachment(xml, maintype="application", subtype="xml", filename=XML_NAME)
+    # "=_" cannot occur in quoted-printable or base64 bodies, so these fixed boundaries are
+    # safe; neither is a prefix of the other ("_alt_" is not hex).
     message.set_boundary(f"=_{keys.digest(doc.number, item.sha256)[:32]}")
-    return message.as_bytes()
+    recipients = _unique(a.addr_spec for a in (*to, *cc, *bcc))
+    return Built(message.as_bytes(), recipients)
 
 
-class EmailOutbox:
-    """Writes ``<outbox>/<invoice>.eml``; an SMTP relay channel comes later."""
+def build_message(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
+                  smtp: SmtpSettings | None = None) -> bytes:
+    """The complete RFC 5322 message of one invoice (see ``build``)."""
+    return build(item, seller, env, smtp).data
+
+
+class EmailFormatter:
+    """One message parcel per invoice, for the outbox (``<number>.eml``) or SMTP."""
 
     name = "email"
 
-    def __init__(self, outbox: Path, seller: SellerSettings, env: jinja2.Environment) -> None:
-        self.outbox, self.seller, self.env = outbox, seller, env
+    def __init__(self, seller: SellerSettings, env: jinja2.Environment,
+                 smtp: SmtpSettings) -> None:
+        """Args:
+            seller: the sender of every message.
+            env: the Jinja environment of ``templates/`` (the email templates).
+            smtp: cc, bcc and the customers whose messages carry the XML.
+        """
+        self.seller, self.env, self.smtp = seller, env, smtp
 
-    def send(self, items: list[Outgoing], batch_id: str) -> ChannelResult:
-        """Write one message file per document."""
-        result = ChannelResult()
+    def format(self, items: list[Outgoing], batch_id: str) -> Formatted:
+        """A parcel per invoice; an invoice whose message cannot be built fails alone."""
+        result = Formatted()
         for item in items:
-            name = f"{keys.safe_component(item.doc.number)}.eml"
+            number = item.doc.number
             try:
-                data = build_message(item, self.seller, self.env)
-                write_atomic(self.outbox / name, data)
-            except (ValueError, OSError, PipelineError) as exc:
-                result.receipts.append(Receipt(item.doc.number, error=str(exc)))
+                name = f"{keys.safe_component(number)}.eml"
+                built = build(item, self.seller, self.env, self.smtp)
+            except (ValueError, PipelineError) as exc:
+                result.failures[number] = f"email not built: {exc}"
                 continue
-            result.receipts.append(Receipt(item.doc.number, detail=f"outbox {name}"))
-            result.files.append(DeliveredFile(name, data, (item.doc.number,)))
+            result.parcels.append(Parcel(name, built.data, (number,), built.recipients,
+                                         sender=self.seller.email))
         return result
