@@ -21,9 +21,10 @@ from pipeline import keys
 from pipeline.archive import load_history
 from pipeline.batching import Batch, plan_batches
 from pipeline.context import RunContext, open_run
-from pipeline.delivery import BatchReport, RenderedBatch, deliver_batch, render_batch
+from pipeline.delivery import BatchReport, deliver_batch
 from pipeline.ingest import ExtractBundle, load_extract
 from pipeline.progress import progress
+from pipeline.render.stage import RenderedBatch, render_batch
 from pipeline.report import summarize, write_exceptions, write_summary
 from pipeline.settings import Settings
 from pipeline.validate import Validation, validate
@@ -66,15 +67,20 @@ def deliver(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
 
 @flow(name="nightly_billing",
       task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES))  # type: ignore[arg-type]
-def nightly_billing(extract_dir: str, home: str | None = None) -> dict[str, Any]:
-    """Bill one ERP extract end to end; returns the run summary."""
+def nightly_billing(extract_dir: str, home: str | None = None,
+                    resend_in_doubt: bool = False) -> dict[str, Any]:
+    """Bill one ERP extract end to end; returns the run summary.
+
+    ``resend_in_doubt`` re-sends what a stopped run left in doubt (an operator's call).
+    """
     started = time.perf_counter()
     settings = Settings(home=Path(home)) if home else Settings()
     stages: dict[str, float] = {}
 
     bundle = ingest(extract_dir, settings)
     stages["ingest"] = time.perf_counter() - started
-    ctx = open_run(settings, keys.extract_id(bundle.invoices["invoice_number"]))
+    ctx = open_run(settings, keys.extract_id(bundle.invoices["invoice_number"]),
+                   resend_in_doubt)
     try:
         mark = time.perf_counter()
         validation = validate_extract(bundle, ctx)
@@ -97,7 +103,8 @@ def nightly_billing(extract_dir: str, home: str | None = None) -> dict[str, Any]
         stages["deliver_cpu"] = sum(r.deliver_s for r in reports)
 
         summary = summarize(ctx.run_id, validation, reports, str(extract_dir),
-                            time.perf_counter() - started, stages)
+                            time.perf_counter() - started, stages,
+                            {c: t.name for c, t in ctx.transports.items()})
         write_summary(ctx.reports_dir, summary)
         create_markdown_artifact(summary.as_markdown(), key="billing-summary",
                                  description="Nightly billing run summary")

@@ -142,36 +142,53 @@ def _quiet_console_logging() -> None:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"Run {summary['run_id']}")
-    for column in ("read", "delivered", "already delivered", "rejected", "failed", "inv/s"):
+    columns = {"read": "input_invoices", "sent": "sent", "written": "written",
+               "delivered earlier": "already_delivered", "rejected": "rejected",
+               "failed": "failed", "in doubt": "in_doubt", "inv/s": "invoices_per_s"}
+    for column in columns:
         table.add_column(column, justify="right")
-    table.add_row(*(str(summary[k]) for k in ("input_invoices", "delivered", "already_delivered",
-                                               "rejected", "failed", "invoices_per_s")))
+    table.add_row(*(str(summary[k]) for k in columns.values()))
     console.print(table)
+    console.print("transports: " + ", ".join(f"{c} by {t}" for c, t in
+                                             summary["transports"].items()))
     if summary["by_channel"]:
-        console.print("by channel: " + ", ".join(f"{k} {v}" for k, v in
-                                                 summary["by_channel"].items()))
+        console.print("delivered by channel: " + ", ".join(f"{k} {v}" for k, v in
+                                                           summary["by_channel"].items()))
     for code, count in summary["rejections_by_rule"].items():
         console.print(f"  rejected {code}: {count}")
     for number, problem in list(summary["failures"].items())[:20]:
         error(f"failed {number}: {problem}")
+    for number, why in list(summary["in_doubt_invoices"].items())[:20]:
+        error(f"in doubt {number}: {why}")
+    if summary["in_doubt"]:
+        error(f"{summary['in_doubt']} invoice(s) in doubt: check with `invoices deliveries "
+              "--state in_doubt`, then re-run with --resend-in-doubt to send them again "
+              "(same Message-ID).")
+
+
+ResendOption = Annotated[bool, typer.Option(
+    "--resend-in-doubt", help="Re-send what a stopped run left in doubt (same Message-ID).")]
 
 
 @app.command()
 def run(extract_dir: Annotated[Path, typer.Argument(help="Extract directory (7 Parquet tables).")],
-        home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+        home: HomeOption = Path("var"), verbose: VerboseOption = False,
+        resend_in_doubt: ResendOption = False) -> None:
     """Run the nightly billing flow on an extract (Prefect's embedded local API)."""
     from pipeline.preflight import check_settings, load_settings
 
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings)
-        summary = _run_flow(extract_dir, settings.home, verbose)
+        summary = _run_flow(extract_dir, settings.home, verbose, resend_in_doubt)
     _print_summary(summary)
     console.print(f"reports: {settings.home / 'reports' / summary['run_id']}")
-    raise typer.Exit(ExitCode.SOME_FAILED if summary["failed"] else ExitCode.OK)
+    raise typer.Exit(ExitCode.SOME_FAILED if summary["failed"] or summary["in_doubt"]
+                     else ExitCode.OK)
 
 
-def _run_flow(extract_dir: Path, home: Path, verbose: bool) -> dict[str, Any]:
+def _run_flow(extract_dir: Path, home: Path, verbose: bool,
+              resend_in_doubt: bool) -> dict[str, Any]:
     _prepare_prefect(home, verbose)
     from flows.billing_run import nightly_billing
     from pipeline.progress import set_progress
@@ -182,10 +199,45 @@ def _run_flow(extract_dir: Path, home: Path, verbose: bool) -> dict[str, Any]:
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console))
     set_progress(bars)
     try:
-        return nightly_billing(str(extract_dir), str(home))
+        return nightly_billing(str(extract_dir), str(home), resend_in_doubt)
     finally:
         set_progress(None)
         bars.close()
+
+
+@app.command()
+def deliveries(
+    invoice: Annotated[str | None, typer.Option(help="One invoice number.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Deliveries a run touched.")] = None,
+    state: Annotated[str | None, typer.Option(
+        help="pending, started, sent, written, failed or in_doubt.")] = None,
+    home: HomeOption = Path("var"), as_json: Annotated[bool, typer.Option(
+        "--json", help="JSON output, with every transition.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """What went where, when, and the servers' answers (from the delivery journal)."""
+    from pipeline.journal import Journal
+    from pipeline.preflight import load_settings
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        journal = Journal(settings.ledger_url)
+        rows = journal.rows(invoice=invoice, run_id=run_id, state=state)
+        if as_json:
+            history = journal.history([r.key for r in rows])
+            print(json.dumps([{**r.__dict__, "events": [e for e in history if e["key"] == r.key]}
+                              for r in rows], default=str, ensure_ascii=False, indent=1))
+            return
+        table = Table(title=f"{len(rows)} deliveries")
+        for column in ("invoice", "channel", "state", "transport", "attempts", "run",
+                       "finished", "server reply / error"):
+            table.add_column(column, overflow="fold")
+        for r in rows:
+            table.add_row(r.invoice_number, r.channel, r.state, r.transport or "",
+                          str(r.attempts), r.run_id or "",
+                          f"{r.finished_at:%Y-%m-%d %H:%M:%S}" if r.finished_at else "",
+                          (r.reply or "")[:200])
+        Console().print(table)
 
 
 @app.command()

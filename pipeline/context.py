@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from secrets import token_hex
 
 import jinja2
 
-from pipeline.channels import Channel, make_channels
+from pipeline.channels import Formatter, make_formatters, make_transports
+from pipeline.channels.transports import Transport
 from pipeline.executor import Executor, make_executor
-from pipeline.ledger import Ledger
+from pipeline.journal import Journal
 from pipeline.render.templates import make_environment
 from pipeline.settings import Settings
 from pipeline.storage import LocalStorage, Storage
@@ -21,21 +24,30 @@ __all__ = ["RunContext", "open_run"]
 
 @dataclass
 class RunContext:
-    """Settings plus the ledger, archive, channels and render executor of a run."""
+    """Settings plus the journal, archive, channels and render executor of a run."""
 
     settings: Settings
     run_id: str
     reports_dir: Path
-    ledger: Ledger
+    journal: Journal
     storage: Storage
-    channels: dict[str, Channel]
+    formatters: dict[str, Formatter]
+    transports: dict[str, Transport]
     executor: Executor
     env: jinja2.Environment
+    resend_in_doubt: bool = False
+    """Re-send deliveries a stopped run left in doubt (an operator's decision)."""
+    locks: dict[str, threading.Lock] = field(
+        default_factory=lambda: defaultdict(threading.Lock))
+    """One per channel: batches deliver in parallel threads, a connection serves one."""
 
     def close(self) -> None:
-        """Stop workers and close the ledger."""
+        """Stop workers, close connections, and mark the run finished in the journal."""
         self.executor.shutdown()
-        self.ledger.dispose()
+        for transport in self.transports.values():
+            transport.close()
+        self.journal.end_run(self.run_id)
+        self.journal.dispose()
 
 
 def _claim_run(reports: Path, extract_id: str) -> tuple[str, Path]:
@@ -56,19 +68,22 @@ def _claim_run(reports: Path, extract_id: str) -> tuple[str, Path]:
         return run_id, reports / run_id
 
 
-def open_run(settings: Settings, extract_id: str) -> RunContext:
+def open_run(settings: Settings, extract_id: str, resend_in_doubt: bool = False) -> RunContext:
     """Create the home directory layout, claim a run id and open every resource of a run."""
     settings.home.mkdir(parents=True, exist_ok=True)
     run_id, reports_dir = _claim_run(settings.home / "reports", extract_id)
     env = make_environment(settings.render.templates_dir)
-    ledger = Ledger(settings.ledger_url)
+    journal = Journal(settings.ledger_url)
+    journal.begin_run(run_id)
     return RunContext(
         settings=settings,
         run_id=run_id,
         reports_dir=reports_dir,
-        ledger=ledger,
+        journal=journal,
         storage=LocalStorage(settings.archive_dir),
-        channels=make_channels(settings.home / "outbox", settings, env, ledger),
+        formatters=make_formatters(settings, env, journal),
+        transports=make_transports(settings),
         executor=make_executor(settings.render.workers),
         env=env,
+        resend_in_doubt=resend_in_doubt,
     )

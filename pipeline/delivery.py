@@ -1,52 +1,55 @@
-"""Render and deliver one batch, exactly once per invoice and channel.
+"""The delivery stage: each rendered invoice delivered exactly once on its channel.
 
-Per invoice: render (in a worker) -> archive the PDF -> claim in the ledger ->
-send on the customer's channel -> archive what was sent -> mark sent or
-failed -> index. Invoices already sent are skipped before rendering.
+Per invoice: archive the PDF -> claim the delivery in the journal (one winner
+across runs) -> the channel's formatter builds the parcels -> its transport
+moves them -> the journal records ``sent`` (a server took it), ``written`` (an
+outbox holds it) or ``failed`` (with the error's class and the server's reply)
+-> the archive keeps what went out and the index lists it. Every exception
+becomes a per-invoice failure: no journal row is ever left ``started`` by a
+run that goes on, and one bad invoice never stops its batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from pipeline import keys
 from pipeline.archive import Archived, archive_pdf, write_index
-from pipeline.batching import Batch
 from pipeline.channels.base import Outgoing
+from pipeline.channels.transports.base import (
+    Outcome,
+    Parcel,
+    TerminalDeliveryError,
+    TransientDeliveryError,
+)
 from pipeline.context import RunContext
-from pipeline.documents import InvoiceDocument, build_documents
 from pipeline.errors import PipelineError
-from pipeline.ingest import ExtractBundle
+from pipeline.journal import TErrorClass
 from pipeline.progress import progress
-from pipeline.render.worker import Rendered, w_render_batch
+from pipeline.render.stage import RenderedBatch
 from pipeline.storage import StoredObject
 
-__all__ = ["RenderedBatch", "BatchReport", "render_batch", "deliver_batch"]
+__all__ = ["BatchReport", "deliver_batch"]
 
-
-@dataclass(frozen=True)
-class RenderedBatch:
-    """A batch after rendering: its documents, their PDFs, and what was already sent."""
-
-    batch: Batch
-    docs: dict[str, InvoiceDocument]
-    rendered: list[Rendered]
-    already_delivered: dict[str, str]
-    render_s: float
-    error: str | None = None
-    """Why the batch could not be prepared at all; every invoice of it then fails with it."""
+POLL_S = 0.5
 
 
 @dataclass
 class BatchReport:
-    """The outcome of one batch; every invoice of the batch is in exactly one dict."""
+    """The outcome of one batch; every invoice of the batch is in exactly one of
+    ``delivered``, ``already_delivered``, ``failed`` and ``in_doubt``."""
 
     batch_id: str
     delivered: dict[str, str] = field(default_factory=dict)
+    """Invoice -> channel, delivered by this run."""
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    """Invoice -> ``sent`` or ``written``, for those delivered by this run."""
     already_delivered: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    failure_class: dict[str, TErrorClass] = field(default_factory=dict)
+    in_doubt: dict[str, str] = field(default_factory=dict)
     render_s: float = 0.0
     deliver_s: float = 0.0
 
@@ -54,93 +57,256 @@ class BatchReport:
         """Delivered invoices (new or earlier) per channel."""
         return Counter(self.delivered.values()) + Counter(self.already_delivered.values())
 
+    def fail(self, number: str, problem: str, error_class: TErrorClass = "terminal") -> None:
+        """Record an invoice that did not go out."""
+        self.failed[number] = problem
+        self.failure_class[number] = error_class
 
-def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> RenderedBatch:
-    """Build the batch's documents and render those not yet delivered."""
-    start = time.perf_counter()
-    try:
-        docs = build_documents(bundle, batch.numbers, ctx.settings.seller)
-    except Exception as exc:  # one bad batch must not stop the night: its invoices fail
-        progress().advance("render", len(batch.numbers))
-        return RenderedBatch(batch, {}, [], {}, time.perf_counter() - start,
-                             error=f"batch {batch.batch_id} could not be prepared: "
-                                   f"{type(exc).__name__}: {exc}")
-    sent = ctx.ledger.sent_keys(keys.idempotency_key(d.number, d.channel) for d in docs)
-    todo = [d for d in docs if keys.idempotency_key(d.number, d.channel) not in sent]
-    already = {d.number: d.channel for d in docs if d not in todo}
-    render = ctx.settings.render
-    chunks = [todo[i:i + render.chunk_size] for i in range(0, len(todo), render.chunk_size)]
-    futures = [ctx.executor.submit(w_render_batch, chunk, str(render.templates_dir),
-                                   render.engine) for chunk in chunks]
-    rendered = [result for future in futures for result in future.result()]
-    progress().advance("render", len(docs))
-    return RenderedBatch(batch, {d.number: d for d in docs}, rendered, already,
-                         time.perf_counter() - start)
+
+def _error_class(exc: BaseException) -> TErrorClass:
+    return "transient" if isinstance(exc, TransientDeliveryError) else "terminal"
+
+
+class _ChannelDelivery:
+    """One channel's items of one batch, through formatter and transport.
+
+    Each parcel's invoices are claimed just before the parcel goes out, under the
+    channel's lock, and recorded as soon as their last parcel is done: a run that
+    dies leaves in doubt only what was on the wire, never what was merely queued.
+    """
+
+    def __init__(self, ctx: RunContext, channel: str, items: list[Outgoing],
+                 report: BatchReport, waiting: dict[str, str]) -> None:
+        self.ctx, self.channel, self.items, self.report = ctx, channel, items, report
+        self.waiting = waiting
+        self.by_number = {i.doc.number: i for i in items}
+        self.open: set[str] = set()
+        """Claimed by this run, without an outcome yet."""
+        self.settled: set[str] = set()
+        """Not to be sent by this run any more (delivered, failed, elsewhere, in doubt)."""
+        self.replies: dict[str, list[str]] = defaultdict(list)
+        self.outcomes: dict[str, set[Outcome]] = defaultdict(set)
+        self.carried: dict[str, list[str]] = defaultdict(list)
+        self.delivered: list[tuple[Outgoing, tuple[str, ...]]] = []
+
+    def run(self) -> list[tuple[Outgoing, tuple[str, ...]]]:
+        """Deliver; returns the delivered items with the archive keys of what carried them."""
+        try:
+            formatted = self.ctx.formatters[self.channel].format(
+                self.items, self.report.batch_id)
+            remaining = Counter(n for p in formatted.parcels for n in p.numbers)
+            for number, reason in formatted.failures.items():
+                if self._claim(number):
+                    self._fail(number, reason, "terminal")
+            for number in self.by_number.keys() - remaining.keys() - formatted.failures.keys():
+                if self._claim(number):
+                    self._fail(number, f"the {self.channel} formatter produced nothing for it",
+                               "terminal")
+            for parcel in formatted.parcels:
+                with self.ctx.locks[self.channel]:
+                    if all(self._claim(n) for n in parcel.numbers):
+                        self._deliver(parcel)
+                    elif parcel.numbers[0] in self.waiting:
+                        self._yield(parcel)
+                    else:
+                        self._withhold(parcel)
+                    for number in parcel.numbers:
+                        remaining[number] -= 1
+                        if remaining[number] == 0:
+                            self._conclude(number)
+        except Exception as exc:  # a formatter or journal bug: fail what is still open
+            problem = f"{self.channel} delivery failed: {type(exc).__name__}: {exc}"
+            for number in list(self.open):
+                self._fail(number, problem, "terminal")
+            for number in self.by_number.keys() - self.settled:
+                self.report.fail(number, problem, "terminal")
+        return self.delivered
+
+    def _claim(self, number: str) -> bool:
+        """True when this run holds the delivery (now or from an earlier parcel)."""
+        if number in self.open:
+            return True
+        if number in self.settled:
+            return False
+        item = self.by_number[number]
+        claim = self.ctx.journal.claim(
+            keys.idempotency_key(number, self.channel), number, self.channel, item.sha256,
+            self.ctx.run_id, self.ctx.transports[self.channel].name, self.ctx.resend_in_doubt)
+        if claim == "claimed":
+            self.open.add(number)
+            return True
+        self.settled.add(number)
+        if claim == "delivered":
+            self.report.already_delivered[number] = self.channel
+        elif claim == "in_flight":
+            self.waiting[number] = self.channel
+        else:
+            self.report.in_doubt[number] = (
+                f"{self.channel}: started by a run that stopped before recording the outcome; "
+                "re-send with --resend-in-doubt")
+        return False
+
+    def _yield(self, parcel: Parcel) -> None:
+        """Another live run holds the parcel's first invoice: the same batch gives it the
+        same parcel, so it delivers all of it; this run waits for the outcome."""
+        for number in parcel.numbers:
+            if number in self.open:
+                self._fail(number, f"{parcel.name} is being delivered by another run",
+                           "transient")
+            elif number not in self.settled:
+                self.settled.add(number)
+                self.waiting[number] = self.channel
+
+    def _withhold(self, parcel: Parcel) -> None:
+        """A parcel not to send: one of its invoices is not ours to deliver (any more)."""
+        other = next(n for n in parcel.numbers if n not in self.open)
+        problem = (f"{parcel.name} withheld: {other} travels in it and is not being delivered "
+                   "by this run")
+        for number in parcel.numbers:
+            if number in self.open:
+                self._fail(number, problem, "transient")
+            elif number not in self.settled:  # never claimed: nothing to record in the journal
+                self.settled.add(number)
+                self.report.fail(number, problem, "transient")
+
+    def _deliver(self, parcel: Parcel) -> None:
+        try:
+            receipt = self.ctx.transports[self.channel].deliver(parcel)
+        except TransientDeliveryError as exc:
+            if getattr(exc, "in_doubt", False):  # it may have gone out: never resent blindly
+                for number in parcel.numbers:
+                    self._doubt(number, f"{parcel.name}: {exc}")
+                return
+            for number in parcel.numbers:
+                self._fail(number, f"{parcel.name}: {exc}", "transient")
+            return
+        except TerminalDeliveryError as exc:
+            for number in parcel.numbers:
+                self._fail(number, f"{parcel.name}: {exc}", _error_class(exc))
+            return
+        except Exception as exc:  # a transport bug fails the parcel's invoices, not the batch
+            for number in parcel.numbers:
+                self._fail(number, f"{parcel.name}: {type(exc).__name__}: {exc}", "terminal")
+            return
+        reply = receipt.reply + ("; refused " + ", ".join(f"{a} ({r})" for a, r in
+                                                          receipt.refused.items())
+                                 if receipt.refused else "")
+        archived = self._archive(parcel)
+        for number in parcel.numbers:
+            self.outcomes[number].add(receipt.outcome)
+            self.replies[number].append(reply)
+            if archived:
+                self.carried[number].append(archived)
+
+    def _archive(self, parcel: Parcel) -> str | None:
+        """Keep the exact bytes that went out; they went out even if this fails."""
+        try:
+            return self.ctx.storage.put(keys.delivery_key(self.channel, parcel.name),
+                                        parcel.data).key
+        except (PipelineError, OSError, ValueError) as exc:
+            for number in parcel.numbers:
+                self.replies[number].append(f"{parcel.name} not archived: {exc}")
+            return None
+
+    def _conclude(self, number: str) -> None:
+        """The invoice's last parcel is done: record it delivered if all of them went out."""
+        if number not in self.open:
+            return
+        outcome: Outcome = "sent" if "sent" in self.outcomes[number] else "written"
+        self.ctx.journal.finish(keys.idempotency_key(number, self.channel), self.ctx.run_id,
+                                outcome, "; ".join(self.replies[number]))
+        self.open.discard(number)
+        self.settled.add(number)
+        self.report.delivered[number] = self.channel
+        self.report.outcomes[number] = outcome
+        self.delivered.append((self.by_number[number], tuple(self.carried[number])))
+
+    def _doubt(self, number: str, problem: str) -> None:
+        if number not in self.open:
+            return
+        self.open.discard(number)
+        self.settled.add(number)
+        self.ctx.journal.finish(keys.idempotency_key(number, self.channel), self.ctx.run_id,
+                                "in_doubt", problem)
+        self.report.in_doubt[number] = (f"{self.channel}: {problem}; check, then re-send with "
+                                        "--resend-in-doubt")
+
+    def _fail(self, number: str, problem: str, error_class: TErrorClass) -> None:
+        if number not in self.open:
+            return
+        self.open.discard(number)
+        self.settled.add(number)
+        self.ctx.journal.finish(keys.idempotency_key(number, self.channel), self.ctx.run_id,
+                                "failed", problem, error_class)
+        self.report.fail(number, problem, error_class)
+
+
+def _wait_for_others(ctx: RunContext, waiting: dict[str, str], report: BatchReport) -> None:
+    """Deliveries another live run has started: wait for their outcome, within limits."""
+    deadline = time.monotonic() + ctx.settings.delivery.wait_for_other_runs_s
+    while waiting:
+        for number, channel in list(waiting.items()):
+            state = ctx.journal.settle(keys.idempotency_key(number, channel))
+            if state == "in_flight":
+                continue
+            del waiting[number]
+            if state == "delivered":
+                report.already_delivered[number] = channel
+            elif state == "in_doubt":
+                report.in_doubt[number] = (f"{channel}: started by a run that stopped before "
+                                           "recording the outcome")
+            else:
+                report.fail(number, f"{channel}: another run's attempt {state}; the next run "
+                                    "retries it", "transient")
+        if waiting and time.monotonic() > deadline:
+            for number, channel in waiting.items():
+                report.fail(number, f"{channel}: still being delivered by another run after "
+                                    f"{ctx.settings.delivery.wait_for_other_runs_s:.0f} s",
+                            "transient")
+            return
+        if waiting:
+            time.sleep(POLL_S)
 
 
 def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
-    """Archive, deliver and record every rendered document of the batch."""
+    """Archive, claim, deliver, record and index every rendered document of the batch."""
     start = time.perf_counter()
     report = BatchReport(rendered.batch.batch_id,
                          already_delivered=dict(rendered.already_delivered),
                          render_s=rendered.render_s)
     if rendered.error:
-        report.failed = dict.fromkeys(rendered.batch.numbers, rendered.error)
+        for number in rendered.batch.numbers:
+            report.fail(number, rendered.error)
         progress().advance("deliver", len(rendered.batch.numbers))
         return report
-    by_channel: dict[str, list[Outgoing]] = {}
+    todo: dict[str, list[Outgoing]] = defaultdict(list)
     stored: dict[str, StoredObject] = {}
+    waiting: dict[str, str] = {}
+    done = ctx.journal.delivered_keys(keys.idempotency_key(r.number, rendered.docs[r.number]
+                                                           .channel) for r in rendered.rendered)
     for result in rendered.rendered:
         doc = rendered.docs[result.number]
         if result.pdf is None or result.sha256 is None:
-            report.failed[doc.number] = result.error or "render produced no PDF"
+            report.fail(doc.number, result.error or "render produced no PDF")
             continue
-        item = Outgoing(doc, result.pdf, result.sha256)
-        key = keys.idempotency_key(doc.number, doc.channel)
-        if not ctx.ledger.claim(key, doc.number, doc.channel, item.sha256, ctx.run_id):
+        if keys.idempotency_key(doc.number, doc.channel) in done:  # by a run since rendering
             report.already_delivered[doc.number] = doc.channel
             continue
+        item = Outgoing(doc, result.pdf, result.sha256)
         try:
             stored[doc.number] = archive_pdf(ctx.storage, item)
         except (PipelineError, OSError, ValueError) as exc:  # this invoice only
-            problem = f"invoice {doc.number}: not archived, not delivered: {exc}"
-            ctx.ledger.finish(key, "failed", problem)
-            report.failed[doc.number] = problem
+            report.fail(doc.number, f"invoice {doc.number}: not archived, not delivered: {exc}")
             continue
-        by_channel.setdefault(doc.channel, []).append(item)
+        todo[doc.channel].append(item)
 
-    delivered_items: list[Archived] = []
-    for channel_name, items in by_channel.items():
-        channel = ctx.channels[channel_name]
-        try:
-            sent = channel.send(items, rendered.batch.batch_id)
-        except Exception as exc:  # a channel bug fails its items of this batch, not the night
-            problem = (f"{channel_name} channel failed for batch {rendered.batch.batch_id}: "
-                       f"{type(exc).__name__}: {exc}")
-            for item in items:
-                ctx.ledger.finish(keys.idempotency_key(item.doc.number, channel_name), "failed",
-                                  problem)
-                report.failed[item.doc.number] = problem
-            continue
-        carried: dict[str, list[str]] = {}
-        for file in sent.files:
-            stored_file = ctx.storage.put(keys.delivery_key(channel_name, file.name), file.data)
-            for number in file.numbers:
-                carried.setdefault(number, []).append(stored_file.key)
-        items_by_number = {i.doc.number: i for i in items}
-        for receipt in sent.receipts:
-            key = keys.idempotency_key(receipt.number, channel_name)
-            if receipt.error:
-                ctx.ledger.finish(key, "failed", receipt.error)
-                report.failed[receipt.number] = receipt.error
-            else:
-                ctx.ledger.finish(key, "sent", receipt.detail)
-                report.delivered[receipt.number] = channel_name
-                delivered_items.append(Archived(items_by_number[receipt.number],
-                                                stored[receipt.number],
-                                                tuple(carried.get(receipt.number, ()))))
-    if delivered_items:
-        write_index(ctx.storage, rendered.batch.batch_id, delivered_items, ctx.run_id)
+    delivered: list[Archived] = []
+    for channel, items in todo.items():
+        for item, carried in _ChannelDelivery(ctx, channel, items, report, waiting).run():
+            delivered.append(Archived(item, stored[item.doc.number], carried))
+    _wait_for_others(ctx, waiting, report)
+    if delivered:
+        write_index(ctx.storage, rendered.batch.batch_id, delivered, ctx.run_id)
     report.deliver_s = time.perf_counter() - start
     progress().advance("deliver", len(rendered.docs))
     return report

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import SettingProblem, SettingsError
 from pipeline.render.templates import LANGUAGES
+from pipeline.schemas import CHANNELS
 from pipeline.settings import RenderSettings, Settings
 from pipeline.validate import REGISTRY, check_rule_settings
 
@@ -41,10 +42,10 @@ _CONNECT_TIMEOUT = {"postgresql": {"connect_timeout": 10}, "mysql": {"connect_ti
 # What a run reads from the templates root: override folders may hold only
 # some of these, but the root is the last resort for every document.
 _TEMPLATE_FILES = ("invoice.html", "credit_note.html", "reports/exceptions.html",
-                  "assets/invoice.css",
+                  "assets/invoice.css", "print/cover.html", "assets/print.css",
                   *(f"i18n/{lang}.po" for lang in LANGUAGES),
-                  *(f"emails/{lang}/{part}.txt" for lang in LANGUAGES
-                    for part in ("subject", "body")))
+                  *(f"emails/{lang}/{part}" for lang in LANGUAGES
+                    for part in ("subject.txt", "body.txt", "body.html")))
 
 
 def _env_name(loc: tuple[str, ...]) -> str:
@@ -382,6 +383,43 @@ def _rule_problems(settings: Settings) -> list[SettingProblem]:
     return problems
 
 
+def _delivery_problems(settings: Settings) -> list[SettingProblem]:
+    """Transports the settings choose but cannot serve, found before anything is sent."""
+    from pipeline.channels.base import transport_name
+
+    found = []
+    for channel in CHANNELS:
+        name = transport_name(channel, settings)
+        label = f"delivery.transports.{channel} (INVOICES_DELIVERY__TRANSPORTS__{channel.upper()})"
+        if name == "smtp" and (channel != "email" or not settings.smtp.host):
+            found.append(SettingProblem(
+                label, repr(name), "smtp serves the email channel, and needs a relay host",
+                "Set INVOICES_SMTP__HOST (and __PORT, __STARTTLS, __USERNAME, __PASSWORD), or "
+                "choose outbox."))
+        if name == "sftp" and channel == "print" and \
+                settings.delivery.print_partner not in settings.sftp:
+            found.append(SettingProblem(
+                label, repr(name), f"no [sftp.{settings.delivery.print_partner}] section for "
+                                   "the print house", "Add it, or choose outbox."))
+        if name == "sftp" and channel != "print" and not settings.sftp:
+            found.append(SettingProblem(label, repr(name), "no [sftp.<partner>] section",
+                                        "Add one per trading partner, or choose outbox."))
+    for partner, drop in settings.sftp.items():
+        where = f"[sftp.{partner}]"
+        if not drop.known_hosts.is_file():
+            found.append(SettingProblem(
+                f"{where} known_hosts", str(drop.known_hosts), "no such file",
+                "Point it at a known_hosts file holding the server's key (ssh-keyscan)."))
+        if drop.key_file is None and drop.password is None:
+            found.append(SettingProblem(
+                f"{where} key_file / password", "(not set)", "no way to log in",
+                f"Set key_file, or INVOICES_SFTP__{partner.upper()}__PASSWORD."))
+        elif drop.key_file is not None and not drop.key_file.is_file():
+            found.append(SettingProblem(f"{where} key_file", str(drop.key_file),
+                                        "no such file", "Point it at the private key."))
+    return found
+
+
 def check_settings(settings: Settings, *, writing: bool = True) -> None:
     """Refuse settings a run cannot work with, before anything starts.
 
@@ -403,6 +441,7 @@ def check_settings(settings: Settings, *, writing: bool = True) -> None:
         if not (home and settings.ledger.url is None):
             problems += _ledger_problems(settings)
         problems += _templates_problems(settings)
+        problems += _delivery_problems(settings)
     problems += _rule_problems(settings)
     if problems:
         raise SettingsError(problems)

@@ -27,33 +27,49 @@ __all__ = ["RunSummary", "summarize", "write_exceptions", "write_summary", "line
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What happened to every invoice of the extract."""
+    """What happened to every invoice of the extract.
+
+    ``delivered`` counts every invoice that has gone out on its channel, by this run
+    (``sent`` to a server or ``written`` to an outbox) or by an earlier one
+    (``already_delivered``). ``in_doubt`` invoices were started by a run that stopped
+    before recording the outcome: they may have gone out, so they wait for an operator.
+    """
 
     run_id: str
     extract: str
     input_invoices: int
     delivered: int
+    sent: int
+    written: int
     already_delivered: int
     rejected: int
     failed: int
+    in_doubt: int
     by_channel: dict[str, int]
+    transports: dict[str, str]
     rejections_by_rule: dict[str, int]
     warnings_by_rule: dict[str, int]
     failures: dict[str, str]
+    in_doubt_invoices: dict[str, str]
     duration_s: float
     invoices_per_s: float
     stages_s: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.input_invoices != self.delivered + self.rejected + self.failed:
+        if self.input_invoices != self.delivered + self.rejected + self.failed + self.in_doubt:
             raise AssertionError(
                 f"run summary does not add up: {self.input_invoices} read != {self.delivered} "
-                f"delivered + {self.rejected} rejected + {self.failed} failed")
+                f"delivered + {self.rejected} rejected + {self.failed} failed + "
+                f"{self.in_doubt} in doubt")
+        if self.delivered != self.sent + self.written + self.already_delivered:
+            raise AssertionError(f"{self.delivered} delivered != {self.sent} sent + "
+                                 f"{self.written} written + {self.already_delivered} earlier")
 
     @property
     def exit_code(self) -> int:
-        """0 when every invoice ended delivered or rejected, 1 when some failed."""
-        return 1 if self.failed else 0
+        """0 when every invoice ended delivered or rejected, 1 when some failed or are in
+        doubt."""
+        return 1 if self.failed or self.in_doubt else 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -62,32 +78,43 @@ class RunSummary:
     def as_markdown(self) -> str:
         """Short human summary (Prefect artifact, CLI)."""
         lines = [f"**Run {self.run_id}**", "",
-                 "| invoices read | delivered | of which already delivered | rejected | failed |",
-                 "|---:|---:|---:|---:|---:|",
-                 f"| {self.input_invoices} | {self.delivered} | {self.already_delivered} "
-                 f"| {self.rejected} | {self.failed} |", ""]
+                 "| invoices read | sent | written to outbox | delivered earlier | rejected "
+                 "| failed | in doubt |",
+                 "|---:|---:|---:|---:|---:|---:|---:|",
+                 f"| {self.input_invoices} | {self.sent} | {self.written} | "
+                 f"{self.already_delivered} | {self.rejected} | {self.failed} | "
+                 f"{self.in_doubt} |", "",
+                 "Transports: " + ", ".join(f"{c} by {t}" for c, t in self.transports.items()),
+                 ""]
         if self.rejections_by_rule:
             lines += ["| rule | invoices |", "|---|---:|"]
             lines += [f"| {code} | {n} |" for code, n in self.rejections_by_rule.items()]
+        if self.in_doubt_invoices:
+            lines += ["", "In doubt (re-send with `--resend-in-doubt` once checked):", ""]
+            lines += [f"- {n}: {why}" for n, why in self.in_doubt_invoices.items()]
         return "\n".join(lines)
 
 
 def summarize(run_id: str, validation: Validation, reports: Sequence[BatchReport],
-              extract: str, duration_s: float, stages_s: dict[str, float]) -> RunSummary:
+              extract: str, duration_s: float, stages_s: dict[str, float],
+              transports: dict[str, str]) -> RunSummary:
     """Add up the batches; raises if any invoice is unaccounted for."""
-    delivered = sum(len(r.delivered) + len(r.already_delivered) for r in reports)
     failures = {n: e for r in reports for n, e in r.failed.items()}
+    in_doubt = {n: e for r in reports for n, e in r.in_doubt.items()}
+    outcomes = Counter(o for r in reports for o in r.outcomes.values())
+    already = sum(len(r.already_delivered) for r in reports)
     by_channel: Counter[str] = Counter()
     for r in reports:
         by_channel += r.by_channel()
     return RunSummary(
         run_id=run_id, extract=extract, input_invoices=validation.input_invoices,
-        delivered=delivered, already_delivered=sum(len(r.already_delivered) for r in reports),
-        rejected=validation.rejected, failed=len(failures),
-        by_channel=dict(sorted(by_channel.items())),
+        delivered=outcomes["sent"] + outcomes["written"] + already, sent=outcomes["sent"],
+        written=outcomes["written"], already_delivered=already,
+        rejected=validation.rejected, failed=len(failures), in_doubt=len(in_doubt),
+        by_channel=dict(sorted(by_channel.items())), transports=dict(sorted(transports.items())),
         rejections_by_rule=validation.counts_by_rule("error"),
         warnings_by_rule=validation.counts_by_rule("warning"),
-        failures=failures, duration_s=round(duration_s, 3),
+        failures=failures, in_doubt_invoices=in_doubt, duration_s=round(duration_s, 3),
         invoices_per_s=round(validation.input_invoices / duration_s, 2) if duration_s else 0.0,
         stages_s={k: round(v, 3) for k, v in stages_s.items()})
 

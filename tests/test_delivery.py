@@ -7,11 +7,12 @@ import sqlalchemy as sa
 
 from pipeline.batching import plan_batches
 from pipeline.context import open_run
-from pipeline.delivery import deliver_batch, render_batch
+from pipeline.delivery import deliver_batch
 from pipeline.errors import StorageError
 from pipeline.ingest import ExtractBundle
+from pipeline.journal import journal as deliveries
 from pipeline.keys import safe_component
-from pipeline.ledger import deliveries
+from pipeline.render.stage import render_batch
 from pipeline.validate import validate
 
 
@@ -40,12 +41,12 @@ def test_an_archive_failure_fails_that_invoice_only(run_parts, monkeypatch) -> N
     assert set(report.failed) == {victim}
     assert "File name too long" in report.failed[victim]
     assert set(report.delivered) == set(batch.numbers) - {victim}
-    # the ledger says failed, so the next run retries it
-    with ctx.ledger.engine.connect() as conn:
+    # nothing was claimed for it, so the next run delivers it
+    with ctx.journal.engine.connect() as conn:
         states = {row.invoice_number: row.state for row in conn.execute(
             sa.select(deliveries.c.invoice_number, deliveries.c.state))}
-    assert states[victim] == "failed"
-    assert {states[n] for n in batch.numbers if n != victim} == {"sent"}
+    assert victim not in states
+    assert {states[n] for n in batch.numbers if n != victim} == {"written"}
 
 
 def test_a_batch_that_cannot_be_prepared_fails_its_invoices(run_parts, monkeypatch) -> None:
@@ -54,20 +55,21 @@ def test_a_batch_that_cannot_be_prepared_fails_its_invoices(run_parts, monkeypat
     def broken(*args, **kwargs):
         raise KeyError("customer_id")
 
-    monkeypatch.setattr("pipeline.delivery.build_documents", broken)
+    monkeypatch.setattr("pipeline.render.stage.build_documents", broken)
     report = deliver_batch(render_batch(bundle, batch, ctx), ctx)
     assert set(report.failed) == set(batch.numbers) and not report.delivered
     assert all("could not be prepared" in e and "KeyError" in e for e in report.failed.values())
 
 
-def test_a_channel_crash_fails_its_items_and_the_ledger_says_so(run_parts, monkeypatch) -> None:
+def test_a_channel_crash_fails_its_items_and_the_journal_says_so(run_parts,
+                                                                 monkeypatch) -> None:
     bundle, batch, ctx = run_parts
 
-    def crash(items, batch_id):
+    def crash(parcel):
         raise RuntimeError("printer on fire")
 
-    for channel in ctx.channels.values():
-        monkeypatch.setattr(channel, "send", crash)
+    for transport in ctx.transports.values():
+        monkeypatch.setattr(transport, "deliver", crash)
     report = deliver_batch(render_batch(bundle, batch, ctx), ctx)
     assert set(report.failed) == set(batch.numbers)
     assert all("printer on fire" in e for e in report.failed.values())

@@ -3,21 +3,23 @@ identifiers never cut, interchanges read back by real parsers (pydifact, pyx12),
 the EDI channel's control numbers and cross-checks."""
 
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydifact.parser import Parser
 from pydifact.segmentcollection import Interchange
 
 from pipeline.channels.base import Outgoing
-from pipeline.channels.edi import EdiOutbox
+from pipeline.channels.edi import EdiFormatter
+from pipeline.channels.transports import OutboxTransport, Parcel
 from pipeline.einvoice import crosscheck, edifact, x12
 from pipeline.einvoice.en16931 import to_en16931
 from pipeline.einvoice.segments import FieldError, segment
-from pipeline.ledger import Ledger
+from pipeline.journal import Journal
 from pipeline.settings import EdiSettings, Settings
 
 SELLER_GLN, BUYER_GLN, SIREN = "3012345000000", "3012345000017", "732829320"
@@ -98,10 +100,33 @@ def _outgoing(doc, channel="edi", gln=BUYER_GLN):
     return Outgoing(replace(doc, channel=channel, gln=gln), b"%PDF-1.7 stub", "0" * 64)
 
 
+@dataclass
+class _Sent:
+    receipts: list[SimpleNamespace]
+    files: list[Parcel]
+
+
+class _EdiOutbox:
+    """The EDI formatter and the outbox transport, as the delivery stage uses them."""
+
+    def __init__(self, folder: Path, settings: EdiSettings, journal: Journal) -> None:
+        self.formatter = EdiFormatter(Settings().seller, settings, journal)
+        self.transport = OutboxTransport(folder)
+
+    def send(self, items, batch_id: str) -> _Sent:
+        formatted = self.formatter.format(items, batch_id)
+        for parcel in formatted.parcels:
+            self.transport.deliver(parcel)
+        return _Sent([SimpleNamespace(number=i.doc.number,
+                                      error=formatted.failures.get(i.doc.number))
+                      for i in items],
+                     [p for p in formatted.parcels if not p.name.endswith(".pdf")])
+
+
 def test_channel_writes_formats_and_increments_control_numbers(docs, tmp_path: Path) -> None:
     settings = EdiSettings(customers={docs[1].customer_id: ["x12"]})
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    outbox = EdiOutbox(tmp_path / "edi", Settings().seller, settings, ledger)
+    ledger = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    outbox = _EdiOutbox(tmp_path / "edi", settings, ledger)
     batch = [_outgoing(docs[0]), _outgoing(docs[1]), _outgoing(docs[2], "peppol", None)]
     first = outbox.send(batch, "b-1")
     second = outbox.send([_outgoing(docs[3])], "b-2")
@@ -113,9 +138,9 @@ def test_channel_writes_formats_and_increments_control_numbers(docs, tmp_path: P
     assert ledger.next_control_number(BUYER_GLN, "edifact") == 3
 
 
-def _outbox(tmp_path: Path, settings: EdiSettings | None = None) -> EdiOutbox:
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    return EdiOutbox(tmp_path / "edi", Settings().seller, settings or EdiSettings(), ledger)
+def _outbox(tmp_path: Path, settings: EdiSettings | None = None) -> _EdiOutbox:
+    journal = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    return _EdiOutbox(tmp_path / "edi", settings or EdiSettings(), journal)
 
 
 def _with_texts(doc, name=None, description=None):

@@ -1,5 +1,13 @@
-"""Delivery channels, chosen by the customer's ``channel`` column."""
+"""Delivery channels: a formatter (what goes out) plus a transport (how bytes move)."""
 
-from pipeline.channels.base import Channel, ChannelResult, Outgoing, Receipt, make_channels
+from pipeline.channels.base import (
+    Formatted,
+    Formatter,
+    Outgoing,
+    make_formatters,
+    make_transports,
+    transport_name,
+)
 
-__all__ = ["Channel", "ChannelResult", "Outgoing", "Receipt", "make_channels"]
+__all__ = ["Formatted", "Formatter", "Outgoing", "make_formatters", "make_transports",
+           "transport_name"]

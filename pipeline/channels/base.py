@@ -1,20 +1,24 @@
-"""The channel protocol and the registry that maps a customer's channel to it."""
+"""A channel is a formatter (what goes out) plus a transport (how the bytes move).
+
+Which transport serves a channel is a setting; ``make_transports`` and
+``make_formatters`` build them for a run.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import jinja2
 
-from pipeline.channels.transports.base import Parcel
+from pipeline.channels.transports.base import Parcel, Transport
 from pipeline.documents import InvoiceDocument
-from pipeline.ledger import Ledger
+from pipeline.journal import Journal
+from pipeline.schemas import CHANNELS
 from pipeline.settings import Settings
 
-__all__ = ["Outgoing", "Receipt", "DeliveredFile", "ChannelResult", "Channel", "make_channels",
-           "Formatted", "Formatter"]
+__all__ = ["Outgoing", "Formatted", "Formatter", "transport_name", "make_transports",
+           "make_formatters"]
 
 
 @dataclass(frozen=True)
@@ -24,32 +28,6 @@ class Outgoing:
     doc: InvoiceDocument
     pdf: bytes
     sha256: str
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What happened to one document on its channel."""
-
-    number: str
-    error: str | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class DeliveredFile:
-    """A file a channel produced, archived under ``deliveries/<channel>/<name>``."""
-
-    name: str
-    data: bytes
-    numbers: tuple[str, ...]
-
-
-@dataclass
-class ChannelResult:
-    """Receipts per document and the files produced for the batch."""
-
-    receipts: list[Receipt] = field(default_factory=list)
-    files: list[DeliveredFile] = field(default_factory=list)
 
 
 @dataclass
@@ -75,25 +53,57 @@ class Formatter(Protocol):
         ...
 
 
-class Channel(Protocol):
-    """Delivers a batch's documents of one channel."""
+def transport_name(channel: str, settings: Settings) -> str:
+    """The transport a channel uses: the setting if given, else what is configured."""
+    chosen = settings.delivery.transports.get(channel)
+    if chosen:
+        return chosen
+    if channel == "email":
+        return "smtp" if settings.smtp.host else "outbox"
+    if channel == "print":
+        return "sftp" if settings.delivery.print_partner in settings.sftp else "outbox"
+    partners = set(settings.sftp) - {settings.delivery.print_partner}
+    return "sftp" if partners else "outbox"
 
-    name: str
 
-    def send(self, items: list[Outgoing], batch_id: str) -> ChannelResult:
-        """Deliver; a failing document gets an error receipt, the others go on."""
-        ...
+def make_transports(settings: Settings) -> dict[str, Transport]:
+    """One transport per channel, as settings choose (the outbox when nothing is set).
+
+    Raises:
+        ValueError: a channel is set to a transport its settings cannot serve.
+    """
+    from pipeline.channels.transports.outbox import OutboxTransport
+    from pipeline.channels.transports.sftp import SftpTransport
+    from pipeline.channels.transports.smtp import SmtpTransport
+
+    outbox = settings.home / "outbox"
+    transports: dict[str, Transport] = {}
+    for channel in CHANNELS:
+        name = transport_name(channel, settings)
+        if name == "outbox":
+            folder = outbox / ("edi" if channel == "peppol" else channel)
+            transports[channel] = OutboxTransport(folder)
+        elif name == "smtp":
+            if channel != "email" or not settings.smtp.host:
+                raise ValueError(f"[delivery.transports] {channel} = 'smtp' needs the email "
+                                 "channel and INVOICES_SMTP__HOST")
+            transports[channel] = SmtpTransport(settings.smtp)
+        else:
+            default = settings.delivery.print_partner if channel == "print" else ""
+            if channel == "print" and default not in settings.sftp:
+                raise ValueError(f"[delivery.transports] print = 'sftp' needs [sftp.{default}]")
+            transports[channel] = SftpTransport(settings.sftp, default_partner=default)
+    return transports
 
 
-def make_channels(outbox: Path, settings: Settings, env: jinja2.Environment,
-                  ledger: Ledger) -> dict[str, Channel]:
-    """The embedded-default channels, writing under ``outbox``."""
-    from pipeline.channels.edi import EdiOutbox
-    from pipeline.channels.email import EmailOutbox
-    from pipeline.channels.printfile import PrintOutbox
+def make_formatters(settings: Settings, env: jinja2.Environment,
+                    journal: Journal) -> dict[str, Formatter]:
+    """What each channel sends: email messages, EDI and Peppol files, print files."""
+    from pipeline.channels.edi import EdiFormatter
+    from pipeline.channels.email import EmailFormatter
+    from pipeline.channels.printfile import PrintFormatter
 
-    seller = settings.seller
-    edi = EdiOutbox(outbox / "edi", seller, settings.edi, ledger)
-    return {"email": EmailOutbox(outbox / "email", seller, env),
-            "print": PrintOutbox(outbox / "print"),
+    edi = EdiFormatter(settings.seller, settings.edi, journal)
+    return {"email": EmailFormatter(settings.seller, env, settings.smtp),
+            "print": PrintFormatter(settings.render.templates_dir, settings.seller),
             "edi": edi, "peppol": edi}

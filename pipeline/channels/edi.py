@@ -1,4 +1,4 @@
-"""EDI and Peppol delivery: the Factur-X PDF plus the customer's electronic formats.
+"""EDI and Peppol formatter: the Factur-X PDF plus the customer's electronic formats.
 
 UBL (Peppol BIS 3) is one file per invoice; EDIFACT INVOIC and X12 810 are one
 interchange per trading partner and batch, with control numbers stored in the
@@ -7,47 +7,51 @@ the artifact and compared with the document to the cent (``crosscheck``); an
 interchange is also read back whole by a receiver's parser and must match,
 segment for segment and value for value, what the writer meant. An invoice
 whose identifiers cannot be written unaltered fails alone; a problem found in
-an interchange withholds all of it.
+an interchange withholds all of it. The parcels go to the channel's transport
+(outbox folder or the partner's SFTP drop, ``partner`` = the buyer's GLN).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 from pipeline import keys
-from pipeline.channels.base import ChannelResult, DeliveredFile, Outgoing, Receipt
+from pipeline.channels.base import Formatted, Outgoing
+from pipeline.channels.transports.base import Parcel
 from pipeline.einvoice import crosscheck, edifact, ubl, x12
 from pipeline.einvoice.en16931 import to_en16931
 from pipeline.einvoice.segments import FieldError, Reading, Segment, Syntax
-from pipeline.ledger import Ledger
+from pipeline.journal import Journal
 from pipeline.settings import EdiSettings, SellerSettings
-from pipeline.storage.local import write_atomic
 
-__all__ = ["EdiOutbox"]
+__all__ = ["EdiFormatter"]
 
 
-class EdiOutbox:
-    """Writes under ``<outbox>``: ``<invoice>.pdf``, ``<invoice>.ubl.xml``,
-    ``<partner>-<control>.edi`` (EDIFACT) and ``<partner>-<control>.x12``."""
+def partner_of(item: Outgoing) -> str:
+    """Who receives an EDI customer's files: its GLN, else its customer id."""
+    return item.doc.gln or item.doc.customer_id
+
+
+class EdiFormatter:
+    """Parcels ``<invoice>.pdf``, ``<invoice>.ubl.xml``, ``<partner>-<control>.edi`` (EDIFACT)
+    and ``<partner>-<control>.x12``, each addressed to the buyer's partner."""
 
     name = "edi"
 
-    def __init__(self, outbox: Path, seller: SellerSettings, settings: EdiSettings,
-                 ledger: Ledger) -> None:
-        self.outbox, self.seller, self.settings, self.ledger = outbox, seller, settings, ledger
+    def __init__(self, seller: SellerSettings, settings: EdiSettings, journal: Journal) -> None:
+        self.seller, self.settings, self.journal = seller, settings, journal
 
-    def send(self, items: list[Outgoing], batch_id: str) -> ChannelResult:
-        """Deliver every item in each of its customer's formats."""
+    def format(self, items: list[Outgoing], batch_id: str) -> Formatted:
+        """Every item in each of its customer's formats; interchanges go out whole or not."""
         problems: dict[str, list[str]] = defaultdict(list)
-        files: list[DeliveredFile] = []
+        files: list[Parcel] = []
         partners: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
         for item in items:
             for fmt in self.settings.formats_for(item.doc.channel, item.doc.customer_id):
                 if fmt == "ubl":
                     self._ubl(item, files, problems)
                 else:
-                    partners[(fmt, item.doc.gln or item.doc.customer_id)].append(item)
+                    partners[(fmt, partner_of(item))].append(item)
         for (standard, partner), group in sorted(partners.items()):
             self._interchange(standard, partner, group, files, problems)
 
@@ -62,23 +66,12 @@ class EdiOutbox:
                                                 "interchange failed its cross-check")
                         withheld = True
         kept = [f for f in files if not any(n in problems for n in f.numbers)]
-        result = ChannelResult()
-        for item in items:
-            number = item.doc.number
-            if number in problems:
-                result.receipts.append(Receipt(number, error="; ".join(problems[number])))
-                continue
-            stem = keys.safe_component(number)
-            write_atomic(self.outbox / f"{stem}.pdf", item.pdf)
-            names = [f.name for f in kept if number in f.numbers]
-            result.receipts.append(Receipt(number, detail="edi outbox " + ", ".join(
-                [f"{stem}.pdf", *names])))
-        for file in kept:
-            write_atomic(self.outbox / file.name, file.data)
-        result.files = kept
-        return result
+        pdfs = [Parcel(f"{keys.safe_component(i.doc.number)}.pdf", i.pdf, (i.doc.number,),
+                       partner=partner_of(i)) for i in items if i.doc.number not in problems]
+        return Formatted(parcels=kept + pdfs,
+                         failures={n: "; ".join(p) for n, p in problems.items()})
 
-    def _ubl(self, item: Outgoing, files: list[DeliveredFile],
+    def _ubl(self, item: Outgoing, files: list[Parcel],
              problems: dict[str, list[str]]) -> None:
         xml = ubl.to_ubl(to_en16931(item.doc))
         mismatches = crosscheck.differences(crosscheck.expected_totals(item.doc),
@@ -86,11 +79,11 @@ class EdiOutbox:
         if mismatches:
             problems[item.doc.number].append("UBL totals differ: " + "; ".join(mismatches))
             return
-        files.append(DeliveredFile(f"{keys.safe_component(item.doc.number)}.ubl.xml", xml,
-                                   (item.doc.number,)))
+        files.append(Parcel(f"{keys.safe_component(item.doc.number)}.ubl.xml", xml,
+                            (item.doc.number,), partner=partner_of(item)))
 
     def _interchange(self, fmt: str, partner: str, group: list[Outgoing],
-                     files: list[DeliveredFile], problems: dict[str, list[str]]) -> None:
+                     files: list[Parcel], problems: dict[str, list[str]]) -> None:
         """One interchange for the partner's invoices that can be written unaltered; it is
         read back with a receiver's parser and must match, segment for segment, what was
         meant, and carry each document's totals."""
@@ -107,7 +100,7 @@ class EdiOutbox:
             kept.append(item)
         if not kept:
             return
-        control = self.ledger.next_control_number(partner, fmt)
+        control = self.journal.next_control_number(partner, fmt)
         try:
             written = syntax.envelope(bodies, control, sender, partner,
                                       max(i.doc.issue_date for i in kept))
@@ -125,8 +118,8 @@ class EdiOutbox:
         if not any(found):  # the structure is sound, so the totals can be read from it
             self._check_totals(fmt, reading, kept, problems)
         suffix = "edi" if fmt == "edifact" else "x12"
-        files.append(DeliveredFile(f"{keys.safe_component(partner)}-{control:06d}.{suffix}", data,
-                                   tuple(i.doc.number for i in kept)))
+        files.append(Parcel(f"{keys.safe_component(partner)}-{control:06d}.{suffix}", data,
+                            tuple(i.doc.number for i in kept), partner=partner))
 
     @staticmethod
     def _check_totals(fmt: str, reading: Reading, kept: list[Outgoing],

@@ -9,6 +9,8 @@ from pipeline.channels.transports.base import (
     TransportReceipt,
 )
 from pipeline.channels.transports.outbox import OutboxTransport
+from pipeline.channels.transports.sftp import SftpTransport
+from pipeline.channels.transports.smtp import SmtpTransport
 
 __all__ = ["TRANSPORTS", "Parcel", "Transport", "TransportReceipt", "TransientDeliveryError",
-           "TerminalDeliveryError", "OutboxTransport"]
+           "TerminalDeliveryError", "OutboxTransport", "SftpTransport", "SmtpTransport"]

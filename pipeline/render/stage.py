@@ -1,0 +1,56 @@
+"""The render stage: a batch's documents, rendered in the worker processes.
+
+Invoices the journal already records as delivered on their channel are not
+rendered again; what is rendered goes on to the delivery stage (``delivery``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pipeline import keys
+from pipeline.batching import Batch
+from pipeline.context import RunContext
+from pipeline.documents import InvoiceDocument, build_documents
+from pipeline.ingest import ExtractBundle
+from pipeline.progress import progress
+from pipeline.render.worker import Rendered, w_render_batch
+
+__all__ = ["RenderedBatch", "render_batch"]
+
+
+@dataclass(frozen=True)
+class RenderedBatch:
+    """A batch after rendering: its documents, their PDFs, and what was already delivered."""
+
+    batch: Batch
+    docs: dict[str, InvoiceDocument]
+    rendered: list[Rendered]
+    already_delivered: dict[str, str]
+    render_s: float
+    error: str | None = None
+    """Why the batch could not be prepared at all; every invoice of it then fails with it."""
+
+
+def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> RenderedBatch:
+    """Build the batch's documents and render those not yet delivered."""
+    start = time.perf_counter()
+    try:
+        docs = build_documents(bundle, batch.numbers, ctx.settings.seller)
+    except Exception as exc:  # one bad batch must not stop the night: its invoices fail
+        progress().advance("render", len(batch.numbers))
+        return RenderedBatch(batch, {}, [], {}, time.perf_counter() - start,
+                             error=f"batch {batch.batch_id} could not be prepared: "
+                                   f"{type(exc).__name__}: {exc}")
+    done = ctx.journal.delivered_keys(keys.idempotency_key(d.number, d.channel) for d in docs)
+    todo = [d for d in docs if keys.idempotency_key(d.number, d.channel) not in done]
+    already = {d.number: d.channel for d in docs if d not in todo}
+    render = ctx.settings.render
+    chunks = [todo[i:i + render.chunk_size] for i in range(0, len(todo), render.chunk_size)]
+    futures = [ctx.executor.submit(w_render_batch, chunk, str(render.templates_dir),
+                                   render.engine) for chunk in chunks]
+    rendered = [result for future in futures for result in future.result()]
+    progress().advance("render", len(docs))
+    return RenderedBatch(batch, {d.number: d for d in docs}, rendered, already,
+                         time.perf_counter() - start)
