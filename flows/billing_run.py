@@ -106,6 +106,7 @@ def nightly_billing(extract_dir: str, home: str | None = None,
                             time.perf_counter() - started, stages,
                             {c: t.name for c, t in ctx.transports.items()})
         write_summary(ctx.reports_dir, summary)
+        write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env, summary)
         create_markdown_artifact(summary.as_markdown(), key="billing-summary",
                                  description="Nightly billing run summary")
         return summary.as_dict()

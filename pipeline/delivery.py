@@ -26,7 +26,7 @@ from pipeline.channels.transports.base import (
 )
 from pipeline.context import RunContext
 from pipeline.errors import PipelineError
-from pipeline.journal import TErrorClass
+from pipeline.journal import TDeliveryState, TErrorClass
 from pipeline.progress import progress
 from pipeline.render.stage import RenderedBatch
 from pipeline.storage import StoredObject
@@ -34,6 +34,8 @@ from pipeline.storage import StoredObject
 __all__ = ["BatchReport", "deliver_batch"]
 
 POLL_S = 0.5
+# Journal rows of whole files (``parcel:<channel>:<name>``), beside the invoices' rows.
+PARCEL_CHANNEL = "parcel"
 
 
 @dataclass
@@ -104,12 +106,14 @@ class _ChannelDelivery:
                                "terminal")
             for parcel in formatted.parcels:
                 with self.ctx.locks[self.channel]:
-                    if all(self._claim(n) for n in parcel.numbers):
-                        self._deliver(parcel)
-                    elif parcel.numbers[0] in self.waiting:
+                    if not self._claim_parcel(parcel):
                         self._yield(parcel)
+                    elif all(self._claim(n) for n in parcel.numbers):
+                        self._deliver(parcel)
+                        self._finish_parcel(parcel)
                     else:
                         self._withhold(parcel)
+                        self._finish_parcel(parcel)
                     for number in parcel.numbers:
                         remaining[number] -= 1
                         if remaining[number] == 0:
@@ -146,9 +150,32 @@ class _ChannelDelivery:
                 "re-send with --resend-in-doubt")
         return False
 
+    def _parcel_key(self, parcel: Parcel) -> str:
+        return f"{PARCEL_CHANNEL}:{self.channel}:{parcel.name}"
+
+    def _claim_parcel(self, parcel: Parcel) -> bool:
+        """A file carrying several invoices (a print file, an interchange) is claimed whole
+        first: two runs building the same batch build the same file, and only one of them
+        sends it, instead of each holding part of its invoices."""
+        if len(parcel.numbers) < 2:
+            return True
+        return self.ctx.journal.claim(
+            self._parcel_key(parcel), parcel.name, PARCEL_CHANNEL, "", self.ctx.run_id,
+            self.ctx.transports[self.channel].name, self.ctx.resend_in_doubt) == "claimed"
+
+    def _finish_parcel(self, parcel: Parcel) -> None:
+        if len(parcel.numbers) < 2:
+            return
+        outcomes = [self.outcomes[n] for n in parcel.numbers]
+        state: TDeliveryState = ("failed" if not all(outcomes) else
+                                 "sent" if any("sent" in o for o in outcomes) else "written")
+        self.ctx.journal.finish(self._parcel_key(parcel), self.ctx.run_id, state,
+                                f"{len(parcel.numbers)} invoices: " +
+                                ", ".join(parcel.numbers[:20]))
+
     def _yield(self, parcel: Parcel) -> None:
-        """Another live run holds the parcel's first invoice: the same batch gives it the
-        same parcel, so it delivers all of it; this run waits for the outcome."""
+        """Another run holds this file: it delivers all of it; this run waits for the
+        outcome of its invoices."""
         for number in parcel.numbers:
             if number in self.open:
                 self._fail(number, f"{parcel.name} is being delivered by another run",
@@ -268,6 +295,24 @@ def _wait_for_others(ctx: RunContext, waiting: dict[str, str], report: BatchRepo
             time.sleep(POLL_S)
 
 
+def _fallbacks(ctx: RunContext, emails: list[Outgoing], report: BatchReport) -> list[Outgoing]:
+    """Email invoices refused for good that go to print instead, when settings say so.
+
+    The journal keeps both deliveries: the email ``failed`` with the server's reply,
+    then the print one; the invoice counts once, as delivered by print if that works.
+    """
+    if not ctx.settings.delivery.fallback_to_print:
+        return []
+    moved = []
+    for item in emails:
+        number, buyer = item.doc.number, item.doc.buyer
+        if report.failure_class.get(number) == "terminal" and buyer.address_line1.strip() \
+                and buyer.city.strip():
+            del report.failed[number], report.failure_class[number]
+            moved.append(item)
+    return moved
+
+
 def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
     """Archive, claim, deliver, record and index every rendered document of the batch."""
     start = time.perf_counter()
@@ -301,8 +346,13 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
         todo[doc.channel].append(item)
 
     delivered: list[Archived] = []
-    for channel, items in todo.items():
+    for channel in sorted(todo, key=lambda c: c == "print"):  # print last: it takes fallbacks
+        items = todo[channel] + (_fallbacks(ctx, todo.get("email", []), report)
+                                 if channel == "print" else [])
         for item, carried in _ChannelDelivery(ctx, channel, items, report, waiting).run():
+            delivered.append(Archived(item, stored[item.doc.number], carried))
+    if "print" not in todo and (fallbacks := _fallbacks(ctx, todo.get("email", []), report)):
+        for item, carried in _ChannelDelivery(ctx, "print", fallbacks, report, waiting).run():
             delivered.append(Archived(item, stored[item.doc.number], carried))
     _wait_for_others(ctx, waiting, report)
     if delivered:

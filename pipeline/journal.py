@@ -258,7 +258,8 @@ class Journal:
     def rows(self, invoice: str | None = None, run_id: str | None = None,
              state: str | None = None) -> list[DeliveryRow]:
         """Deliveries, filtered; ``state='in_doubt'`` selects started rows of runs gone."""
-        query = sa.select(journal).order_by(journal.c.invoice_number, journal.c.channel)
+        query = sa.select(journal).where(journal.c.channel != "parcel").order_by(
+            journal.c.invoice_number, journal.c.channel)
         if invoice:
             query = query.where(journal.c.invoice_number == invoice)
         if run_id:

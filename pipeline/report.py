@@ -145,11 +145,14 @@ def _shown(row: dict[str, Any], limit: int = 80) -> dict[str, Any]:
 
 
 def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
-                     validation: Validation, env: jinja2.Environment) -> None:
+                     validation: Validation, env: jinja2.Environment,
+                     summary: RunSummary | None = None) -> None:
     """Write ``rejections.parquet`` and ``exceptions.html`` for the run.
 
     The HTML groups findings by rule and by customer, largest amount at stake
-    first, so a clerk starts with what holds back the most money.
+    first, so a clerk starts with what holds back the most money. Written again
+    with the run's ``summary`` once delivery is over, it also lists what failed to go
+    out and what is in doubt.
     """
     directory.mkdir(parents=True, exist_ok=True)
     findings = validation.findings
@@ -176,7 +179,11 @@ def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
         env, "reports/exceptions.html", run_id=run_id, extract=str(bundle.source),
         input_invoices=validation.input_invoices, rejected=validation.rejected,
         warned=findings.filter(pl.col("severity") == "warning")["invoice_number"].n_unique(),
-        rules=rules, customers=customers)
+        rules=rules, customers=customers,
+        failed=[_shown({"invoice_number": n, "problem": p}, 400)
+                for n, p in (summary.failures.items() if summary else [])],
+        in_doubt=[_shown({"invoice_number": n, "problem": p}, 400)
+                  for n, p in (summary.in_doubt_invoices.items() if summary else [])])
     write_atomic(directory / "exceptions.html", html.encode())
 
 

@@ -189,6 +189,8 @@ def test_sigkill_mid_delivery_leaves_only_what_was_in_flight_in_doubt(smtp, tmp_
     assert status == (ExitCode.SOME_FAILED if in_doubt else ExitCode.OK), output[-3000:]
     ids = message_ids(smtp)
     assert max(ids.values()) == 1  # nothing arrived twice
+    report = (home / "reports" / rerun["run_id"] / "exceptions.html").read_text()
+    assert all(n in report for n in in_doubt) and ("In doubt" in report) == bool(in_doubt)
     emails_in_doubt = [n for n, why in in_doubt.items() if why.startswith("email")]
     assert len(emails_in_doubt) <= 1  # one connection: one message on the wire at most
     assert len(ids) in (expected - len(emails_in_doubt), expected)
@@ -238,3 +240,27 @@ def test_edi_and_print_files_go_to_their_sftp_drops(small_extract, tmp_path) -> 
             ".pdf", ".csv", ".json"}
     finally:
         server.stop()
+
+
+def test_a_permanent_bounce_goes_to_print_when_settings_say_so(smtp, small_extract,
+                                                                tmp_path) -> None:
+    invoices = email_invoices(small_extract)
+    victim, address = invoices["invoice_number"][0], invoices["email"][0]
+    victims = set(invoices.filter(pl.col("email") == address)["invoice_number"])
+    smtp.handler.refuse(address, f"550 5.1.1 <{address}>: mailbox unknown")
+    home = tmp_path / "home"
+    status, output, summary = run_cli(small_extract, home, INVOICES_DELIVERY__FALLBACK_TO_PRINT=
+                                      "true", **smtp_env(smtp))
+    assert status == ExitCode.OK, output[-3000:]
+    assert summary["failed"] == 0
+    manifests = "".join(p.read_text() for p in (home / "outbox" / "print").glob("*.csv"))
+    assert all(n in manifests for n in victims)
+
+    result = subprocess.run([str(INVOICES_CLI), "deliveries", "--invoice", victim, "--home",
+                             str(home), "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {r["channel"]: r for r in json.loads(result.stdout)}
+    assert rows["email"]["state"] == "failed" and "550 5.1.1" in rows["email"]["reply"]
+    assert rows["email"]["error_class"] == "terminal"
+    assert rows["print"]["state"] == "written"
+    assert [e["state"] for e in rows["email"]["events"]] == ["started", "failed"]
