@@ -92,12 +92,17 @@ def nightly_billing(extract_dir: str, home: str | None = None,
         progress().start("deliver", validation.accepted.height)
         reports: list[BatchReport] = []
         pending: deque[Any] = deque()
-        for batch in batches:
-            # Prefect resolves the render future before deliver runs; its stubs don't say so.
-            pending.append(deliver.submit(render.submit(bundle, batch, ctx), ctx))  # type: ignore[call-overload]
-            if len(pending) >= IN_FLIGHT_BATCHES:
-                reports.append(pending.popleft().result())
-        reports.extend(future.result() for future in pending)
+        try:
+            for batch in batches:
+                # Prefect resolves the render future before deliver runs; its stubs don't say
+                # so.
+                pending.append(deliver.submit(render.submit(bundle, batch, ctx), ctx))  # type: ignore[call-overload]
+                if len(pending) >= IN_FLIGHT_BATCHES:
+                    reports.append(pending.popleft().result())
+            reports.extend(future.result() for future in pending)
+        finally:  # never close the run under a batch still delivering
+            for future in pending:
+                future.wait()
         stages["render_deliver"] = time.perf_counter() - mark
         stages["render_cpu"] = sum(r.render_s for r in reports)
         stages["deliver_cpu"] = sum(r.deliver_s for r in reports)

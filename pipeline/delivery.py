@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline import keys
@@ -26,7 +27,7 @@ from pipeline.channels.transports.base import (
 )
 from pipeline.context import RunContext
 from pipeline.errors import PipelineError
-from pipeline.journal import TDeliveryState, TErrorClass
+from pipeline.journal import Delivery, TDeliveryState, TErrorClass
 from pipeline.progress import progress
 from pipeline.render.stage import RenderedBatch
 from pipeline.storage import StoredObject
@@ -34,8 +35,6 @@ from pipeline.storage import StoredObject
 __all__ = ["BatchReport", "deliver_batch"]
 
 POLL_S = 0.5
-# Journal rows of whole files (``parcel:<channel>:<name>``), beside the invoices' rows.
-PARCEL_CHANNEL = "parcel"
 
 
 @dataclass
@@ -52,6 +51,10 @@ class BatchReport:
     failed: dict[str, str] = field(default_factory=dict)
     failure_class: dict[str, TErrorClass] = field(default_factory=dict)
     in_doubt: dict[str, str] = field(default_factory=dict)
+    bounced: set[str] = field(default_factory=set)
+    """Failed invoices a server refused for good (5xx): the print fallback takes them."""
+    notes: list[str] = field(default_factory=list)
+    """Problems around the deliveries that did not change their outcome."""
     render_s: float = 0.0
     deliver_s: float = 0.0
 
@@ -63,10 +66,6 @@ class BatchReport:
         """Record an invoice that did not go out."""
         self.failed[number] = problem
         self.failure_class[number] = error_class
-
-
-def _error_class(exc: BaseException) -> TErrorClass:
-    return "transient" if isinstance(exc, TransientDeliveryError) else "terminal"
 
 
 class _ChannelDelivery:
@@ -98,97 +97,72 @@ class _ChannelDelivery:
                 self.items, self.report.batch_id)
             remaining = Counter(n for p in formatted.parcels for n in p.numbers)
             for number, reason in formatted.failures.items():
-                if self._claim(number):
+                if self._claim([number]):
                     self._fail(number, reason, "terminal")
             for number in self.by_number.keys() - remaining.keys() - formatted.failures.keys():
-                if self._claim(number):
+                if self._claim([number]):
                     self._fail(number, f"the {self.channel} formatter produced nothing for it",
                                "terminal")
             for parcel in formatted.parcels:
                 with self.ctx.locks[self.channel]:
-                    if not self._claim_parcel(parcel):
-                        self._yield(parcel)
-                    elif all(self._claim(n) for n in parcel.numbers):
+                    if self._claim(parcel.numbers):
                         self._deliver(parcel)
-                        self._finish_parcel(parcel)
                     else:
-                        self._withhold(parcel)
-                        self._finish_parcel(parcel)
+                        self._not_ours(parcel)
                     for number in parcel.numbers:
                         remaining[number] -= 1
                         if remaining[number] == 0:
                             self._conclude(number)
-        except Exception as exc:  # a formatter or journal bug: fail what is still open
+        except Exception as exc:  # a formatter or journal bug: account for every invoice
             problem = f"{self.channel} delivery failed: {type(exc).__name__}: {exc}"
             for number in list(self.open):
-                self._fail(number, problem, "terminal")
+                if self.outcomes[number]:  # it went out: never call that a failure
+                    self.open.discard(number)
+                    self.settled.add(number)
+                    self.report.in_doubt[number] = (
+                        f"{self.channel}: went out, but the outcome could not be recorded "
+                        f"({problem}); check before re-sending with --resend-in-doubt")
+                else:
+                    self._fail(number, problem, "terminal")
             for number in self.by_number.keys() - self.settled:
                 self.report.fail(number, problem, "terminal")
         return self.delivered
 
-    def _claim(self, number: str) -> bool:
-        """True when this run holds the delivery (now or from an earlier parcel)."""
-        if number in self.open:
-            return True
-        if number in self.settled:
+    def _claim(self, numbers: Sequence[str]) -> bool:
+        """Claim every invoice of a parcel not yet held by this run, all or none: a file
+        carrying several invoices (a print file, an interchange) goes out whole, by the
+        one run that holds all of them. True when this run holds them all."""
+        wanted = [n for n in numbers if n not in self.open]
+        if any(n in self.settled for n in wanted):
             return False
-        item = self.by_number[number]
-        claim = self.ctx.journal.claim(
-            keys.idempotency_key(number, self.channel), number, self.channel, item.sha256,
-            self.ctx.run_id, self.ctx.transports[self.channel].name, self.ctx.resend_in_doubt)
-        if claim == "claimed":
-            self.open.add(number)
+        if not wanted:
             return True
-        self.settled.add(number)
-        if claim == "delivered":
-            self.report.already_delivered[number] = self.channel
-        elif claim == "in_flight":
-            self.waiting[number] = self.channel
-        else:
-            self.report.in_doubt[number] = (
-                f"{self.channel}: started by a run that stopped before recording the outcome; "
-                "re-send with --resend-in-doubt")
+        status = self.ctx.journal.claim_all(
+            [Delivery(keys.idempotency_key(n, self.channel), n, self.channel,
+                      self.by_number[n].sha256) for n in wanted],
+            self.ctx.run_id, self.ctx.transports[self.channel].name, self.ctx.resend_in_doubt)
+        by_number = {n: status[keys.idempotency_key(n, self.channel)] for n in wanted}
+        if all(v == "claimed" for v in by_number.values()):
+            self.open.update(wanted)
+            return True
+        for number, claim in by_number.items():
+            if claim == "free":  # claimable, but its file is held elsewhere: next run
+                continue
+            self.settled.add(number)
+            if claim == "delivered":
+                self.report.already_delivered[number] = self.channel
+            elif claim == "in_flight":
+                self.waiting[number] = self.channel
+            else:
+                self.report.in_doubt[number] = (
+                    f"{self.channel}: started by a run that stopped before recording the "
+                    "outcome; re-send with --resend-in-doubt")
         return False
 
-    def _parcel_key(self, parcel: Parcel) -> str:
-        return f"{PARCEL_CHANNEL}:{self.channel}:{parcel.name}"
-
-    def _claim_parcel(self, parcel: Parcel) -> bool:
-        """A file carrying several invoices (a print file, an interchange) is claimed whole
-        first: two runs building the same batch build the same file, and only one of them
-        sends it, instead of each holding part of its invoices."""
-        if len(parcel.numbers) < 2:
-            return True
-        return self.ctx.journal.claim(
-            self._parcel_key(parcel), parcel.name, PARCEL_CHANNEL, "", self.ctx.run_id,
-            self.ctx.transports[self.channel].name, self.ctx.resend_in_doubt) == "claimed"
-
-    def _finish_parcel(self, parcel: Parcel) -> None:
-        if len(parcel.numbers) < 2:
-            return
-        outcomes = [self.outcomes[n] for n in parcel.numbers]
-        state: TDeliveryState = ("failed" if not all(outcomes) else
-                                 "sent" if any("sent" in o for o in outcomes) else "written")
-        self.ctx.journal.finish(self._parcel_key(parcel), self.ctx.run_id, state,
-                                f"{len(parcel.numbers)} invoices: " +
-                                ", ".join(parcel.numbers[:20]))
-
-    def _yield(self, parcel: Parcel) -> None:
-        """Another run holds this file: it delivers all of it; this run waits for the
-        outcome of its invoices."""
-        for number in parcel.numbers:
-            if number in self.open:
-                self._fail(number, f"{parcel.name} is being delivered by another run",
-                           "transient")
-            elif number not in self.settled:
-                self.settled.add(number)
-                self.waiting[number] = self.channel
-
-    def _withhold(self, parcel: Parcel) -> None:
-        """A parcel not to send: one of its invoices is not ours to deliver (any more)."""
-        other = next(n for n in parcel.numbers if n not in self.open)
-        problem = (f"{parcel.name} withheld: {other} travels in it and is not being delivered "
-                   "by this run")
+    def _not_ours(self, parcel: Parcel) -> None:
+        """A parcel this run does not send: some of its invoices are held elsewhere."""
+        held = next(n for n in parcel.numbers if n in self.settled)
+        problem = f"{parcel.name} not sent: {held} in it is not this run's to deliver"
         for number in parcel.numbers:
             if number in self.open:
                 self._fail(number, problem, "transient")
@@ -208,8 +182,9 @@ class _ChannelDelivery:
                 self._fail(number, f"{parcel.name}: {exc}", "transient")
             return
         except TerminalDeliveryError as exc:
+            bounced = getattr(exc, "code", 0) // 100 == 5  # a server refused it for good
             for number in parcel.numbers:
-                self._fail(number, f"{parcel.name}: {exc}", _error_class(exc))
+                self._fail(number, f"{parcel.name}: {exc}", "terminal", bounced)
             return
         except Exception as exc:  # a transport bug fails the parcel's invoices, not the batch
             for number in parcel.numbers:
@@ -218,6 +193,12 @@ class _ChannelDelivery:
         reply = receipt.reply + ("; refused " + ", ".join(f"{a} ({r})" for a, r in
                                                           receipt.refused.items())
                                  if receipt.refused else "")
+        if parcel.addressees and set(parcel.addressees) <= set(receipt.refused):
+            bounced = all(r[:1] == "5" for r in receipt.refused.values())
+            for number in parcel.numbers:  # only copies went out (Cc, Bcc): not delivered
+                self._fail(number, f"{parcel.name}: every addressee refused; {reply}",
+                           "terminal", bounced)
+            return
         archived = self._archive(parcel)
         for number in parcel.numbers:
             self.outcomes[number].add(receipt.outcome)
@@ -240,10 +221,15 @@ class _ChannelDelivery:
         if number not in self.open:
             return
         outcome: Outcome = "sent" if "sent" in self.outcomes[number] else "written"
-        self.ctx.journal.finish(keys.idempotency_key(number, self.channel), self.ctx.run_id,
-                                outcome, "; ".join(self.replies[number]))
         self.open.discard(number)
         self.settled.add(number)
+        try:
+            self.ctx.journal.finish(keys.idempotency_key(number, self.channel),
+                                    self.ctx.run_id, outcome, "; ".join(self.replies[number]))
+        except Exception as exc:  # it went out: in doubt, never failed (a retry would resend)
+            self.report.in_doubt[number] = (f"{self.channel}: went out, but the journal could "
+                                            f"not record it ({exc}); check before re-sending")
+            return
         self.report.delivered[number] = self.channel
         self.report.outcomes[number] = outcome
         self.delivered.append((self.by_number[number], tuple(self.carried[number])))
@@ -253,19 +239,33 @@ class _ChannelDelivery:
             return
         self.open.discard(number)
         self.settled.add(number)
-        self.ctx.journal.finish(keys.idempotency_key(number, self.channel), self.ctx.run_id,
-                                "in_doubt", problem)
         self.report.in_doubt[number] = (f"{self.channel}: {problem}; check, then re-send with "
                                         "--resend-in-doubt")
+        self._record(number, "in_doubt", problem, None)
 
-    def _fail(self, number: str, problem: str, error_class: TErrorClass) -> None:
+    def _fail(self, number: str, problem: str, error_class: TErrorClass,
+              bounced: bool = False) -> None:
         if number not in self.open:
+            return
+        if self.outcomes[number]:  # part of it went out (an earlier parcel): not a failure
+            self._doubt(number, f"partly delivered, then {problem}")
             return
         self.open.discard(number)
         self.settled.add(number)
-        self.ctx.journal.finish(keys.idempotency_key(number, self.channel), self.ctx.run_id,
-                                "failed", problem, error_class)
         self.report.fail(number, problem, error_class)
+        if bounced:
+            self.report.bounced.add(number)
+        self._record(number, "failed", problem, error_class)
+
+    def _record(self, number: str, state: TDeliveryState, reply: str,
+                error_class: TErrorClass | None) -> None:
+        """Record an outcome; if the journal cannot, the row stays ``started`` and the next
+        run lists it in doubt, which errs on the side of never sending twice."""
+        try:
+            self.ctx.journal.finish(keys.idempotency_key(number, self.channel),
+                                    self.ctx.run_id, state, reply, error_class)
+        except Exception as exc:
+            self.report.notes.append(f"{number}: outcome '{state}' not recorded: {exc}")
 
 
 def _wait_for_others(ctx: RunContext, waiting: dict[str, str], report: BatchReport) -> None:
@@ -296,7 +296,8 @@ def _wait_for_others(ctx: RunContext, waiting: dict[str, str], report: BatchRepo
 
 
 def _fallbacks(ctx: RunContext, emails: list[Outgoing], report: BatchReport) -> list[Outgoing]:
-    """Email invoices refused for good that go to print instead, when settings say so.
+    """Email invoices a server refused for good (5xx) that go to print instead, when
+    settings say so.
 
     The journal keeps both deliveries: the email ``failed`` with the server's reply,
     then the print one; the invoice counts once, as delivered by print if that works.
@@ -306,8 +307,8 @@ def _fallbacks(ctx: RunContext, emails: list[Outgoing], report: BatchReport) -> 
     moved = []
     for item in emails:
         number, buyer = item.doc.number, item.doc.buyer
-        if report.failure_class.get(number) == "terminal" and buyer.address_line1.strip() \
-                and buyer.city.strip():
+        if number in report.bounced and number in report.failed \
+                and buyer.address_line1.strip() and buyer.city.strip():
             del report.failed[number], report.failure_class[number]
             moved.append(item)
     return moved
@@ -327,14 +328,16 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
     todo: dict[str, list[Outgoing]] = defaultdict(list)
     stored: dict[str, StoredObject] = {}
     waiting: dict[str, str] = {}
-    done = ctx.journal.delivered_keys(keys.idempotency_key(r.number, rendered.docs[r.number]
-                                                           .channel) for r in rendered.rendered)
+    fallback = ctx.settings.delivery.fallback_to_print
+    done = ctx.journal.delivered_keys(
+        key for r in rendered.rendered
+        for key in keys.delivered_keys(r.number, rendered.docs[r.number].channel, fallback))
     for result in rendered.rendered:
         doc = rendered.docs[result.number]
         if result.pdf is None or result.sha256 is None:
             report.fail(doc.number, result.error or "render produced no PDF")
             continue
-        if keys.idempotency_key(doc.number, doc.channel) in done:  # by a run since rendering
+        if done.intersection(keys.delivered_keys(doc.number, doc.channel, fallback)):
             report.already_delivered[doc.number] = doc.channel
             continue
         item = Outgoing(doc, result.pdf, result.sha256)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-__all__ = ["Journal", "TDeliveryState", "TErrorClass", "ClaimResult", "DeliveryRow",
+__all__ = ["Journal", "TDeliveryState", "TErrorClass", "ClaimResult", "DeliveryRow", "Delivery",
            "FINAL_STATES"]
 
 TDeliveryState = Literal["pending", "started", "sent", "written", "failed", "in_doubt"]
@@ -100,7 +101,17 @@ class DeliveryRow:
     finished_at: datetime | None
 
 
-ClaimResult = Literal["claimed", "delivered", "in_flight", "in_doubt"]
+ClaimResult = Literal["claimed", "delivered", "in_flight", "in_doubt", "free"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery to claim: its key (channel:invoice), invoice, channel and content digest."""
+
+    key: str
+    invoice_number: str
+    channel: str
+    sha256: str
 
 
 def _now() -> datetime:
@@ -127,7 +138,14 @@ class Journal:
         if sqlite:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        _metadata.create_all(self.engine)
+        for attempt in range(5):  # two runs on a fresh home both create the tables
+            try:
+                _metadata.create_all(self.engine)
+                break
+            except sa.exc.DBAPIError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         self.host = socket.gethostname()
 
     # --- runs ---------------------------------------------------------------------------
@@ -180,42 +198,54 @@ class Journal:
 
     def claim(self, key: str, invoice_number: str, channel: str, sha256: str, run_id: str,
               transport: str, resend_in_doubt: bool = False) -> ClaimResult:
-        """Claim a delivery for this run; only one claimer of a delivery ever wins.
+        """Claim one delivery for this run (see ``claim_all``)."""
+        return self.claim_all([Delivery(key, invoice_number, channel, sha256)], run_id,
+                              transport, resend_in_doubt)[key]
 
-        Returns ``claimed`` (go on and deliver), ``delivered`` (it was sent or written
-        before), ``in_flight`` (another live run has started it) or ``in_doubt`` (a run
-        that is gone started it: it may have left; only ``resend_in_doubt`` claims it).
+    def claim_all(self, wanted: Sequence[Delivery], run_id: str, transport: str,
+                  resend_in_doubt: bool = False) -> dict[str, ClaimResult]:
+        """Claim deliveries for this run, all of them or none (a file carrying several
+        invoices goes out whole); only one claimer of a delivery ever wins.
+
+        Per key: ``claimed`` (all were: go on and deliver), ``delivered`` (sent or written
+        before), ``in_flight`` (another live run has started it), ``in_doubt`` (a run that
+        is gone started it, or a transport could not tell: only ``resend_in_doubt`` claims
+        it), or ``free`` (claimable, but not claimed because another one was not).
         """
         now = _now()
-        claim_values = dict(state="started", attempts=journal.c.attempts + 1, run_id=run_id,
-                            transport=transport, sha256=sha256, reply=None, error_class=None,
-                            started_at=now, finished_at=None)
+        keys = [d.key for d in wanted]
         with self.engine.begin() as conn:
-            self._insert_if_absent(conn, journal, key=key, invoice_number=invoice_number,
-                                   channel=channel, state="pending", attempts=0,
-                                   created_at=now)
-            won = conn.execute(journal.update().where(
-                journal.c.key == key, journal.c.state.in_(("pending", "failed"))
-            ).values(**claim_values)).rowcount == 1
-            if not won:
-                row = conn.execute(sa.select(journal).where(journal.c.key == key)).one()
+            for d in wanted:  # the first write also takes SQLite's write lock until commit
+                self._insert_if_absent(conn, journal, key=d.key, invoice_number=d.invoice_number,
+                                       channel=d.channel, state="pending", attempts=0,
+                                       created_at=now)
+            rows = {r.key: r for r in conn.execute(
+                sa.select(journal).where(journal.c.key.in_(keys)).with_for_update())}
+            alive = self._alive(conn, {r.run_id for r in rows.values() if r.state == "started"})
+            status: dict[str, ClaimResult] = {}
+            for key, row in rows.items():
                 if row.state in FINAL_STATES:
-                    return "delivered"
-                if row.state == "started" and row.run_id in self._alive(conn, [row.run_id]):
-                    return "in_flight"
-                if not resend_in_doubt:  # started by a run gone, or a transport unsure
-                    return "in_doubt"
-                won = conn.execute(journal.update().where(
-                    journal.c.key == key, journal.c.state == row.state,
-                    journal.c.run_id == row.run_id).values(**claim_values)).rowcount == 1
-                if not won:
-                    return "in_flight"
-            attempt = conn.execute(sa.select(journal.c.attempts).where(
-                journal.c.key == key)).scalar_one()
-            conn.execute(events.insert().values(
-                key=key, invoice_number=invoice_number, channel=channel, run_id=run_id,
-                state="started", transport=transport, attempt=attempt, at=now))
-        return "claimed"
+                    status[key] = "delivered"
+                elif row.state in ("pending", "failed"):
+                    status[key] = "claimed"
+                elif row.state == "started" and row.run_id in alive:
+                    status[key] = "in_flight"
+                else:
+                    status[key] = "claimed" if resend_in_doubt else "in_doubt"
+            if any(v != "claimed" for v in status.values()):
+                return {k: "free" if v == "claimed" else v for k, v in status.items()}
+            conn.execute(runs.update().where(runs.c.run_id == run_id).values(heartbeat_at=now))
+            for d in wanted:
+                row = rows[d.key]
+                conn.execute(journal.update().where(journal.c.key == d.key).values(
+                    state="started", attempts=row.attempts + 1, run_id=run_id,
+                    transport=transport, sha256=d.sha256, reply=None, error_class=None,
+                    started_at=now, finished_at=None))
+                conn.execute(events.insert().values(
+                    key=d.key, invoice_number=d.invoice_number, channel=d.channel,
+                    run_id=run_id, state="started", transport=transport,
+                    attempt=row.attempts + 1, at=now))
+        return status
 
     def finish(self, key: str, run_id: str, state: TDeliveryState, reply: str,
                error_class: TErrorClass | None = None) -> None:
@@ -237,7 +267,9 @@ class Journal:
     def settle(self, key: str) -> ClaimResult | TDeliveryState:
         """Where a delivery another run was handling stands now."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(journal).where(journal.c.key == key)).one()
+            row = conn.execute(sa.select(journal).where(journal.c.key == key)).one_or_none()
+            if row is None or row.state == "pending":
+                return "failed"  # nobody holds it any more: the next run delivers it
             if row.state in FINAL_STATES:
                 return "delivered"
             if row.state != "started":
@@ -258,8 +290,7 @@ class Journal:
     def rows(self, invoice: str | None = None, run_id: str | None = None,
              state: str | None = None) -> list[DeliveryRow]:
         """Deliveries, filtered; ``state='in_doubt'`` selects started rows of runs gone."""
-        query = sa.select(journal).where(journal.c.channel != "parcel").order_by(
-            journal.c.invoice_number, journal.c.channel)
+        query = sa.select(journal).order_by(journal.c.invoice_number, journal.c.channel)
         if invoice:
             query = query.where(journal.c.invoice_number == invoice)
         if run_id:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import date
 
 __all__ = ["safe_component", "digest", "batch_id", "pdf_key", "delivery_key",
-           "idempotency_key", "message_id", "extract_id"]
+           "idempotency_key", "delivered_keys", "message_id", "extract_id"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # File systems cap a name at 255 bytes; leave room for a suffix and a temporary prefix.
@@ -71,6 +71,15 @@ def delivery_key(channel: str, name: str) -> str:
 def idempotency_key(invoice_number: str, channel: str) -> str:
     """Ledger key: one delivery per invoice and channel, ever."""
     return f"{channel}:{invoice_number}"
+
+
+def delivered_keys(invoice_number: str, channel: str, fallback_to_print: bool) -> list[str]:
+    """Ledger keys that, once final, mean the invoice went out: its channel's, and print's
+    for an email invoice when bounced emails fall back to print."""
+    found = [idempotency_key(invoice_number, channel)]
+    if channel == "email" and fallback_to_print:
+        found.append(idempotency_key(invoice_number, "print"))
+    return found
 
 
 def message_id(invoice_number: str, pdf_sha256: str, domain: str) -> str:

@@ -75,6 +75,8 @@ class Built:
 
     data: bytes
     recipients: tuple[str, ...]
+    addressees: tuple[str, ...]
+    """The To recipients: the message is delivered only if one of them accepts it."""
 
 
 def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
@@ -133,7 +135,7 @@ def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
     # safe; neither is a prefix of the other ("_alt_" is not hex).
     message.set_boundary(f"=_{keys.digest(doc.number, item.sha256)[:32]}")
     recipients = _unique(a.addr_spec for a in (*to, *cc, *bcc))
-    return Built(message.as_bytes(), recipients)
+    return Built(message.as_bytes(), recipients, _unique(a.addr_spec for a in to))
 
 
 def build_message(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
@@ -168,5 +170,6 @@ class EmailFormatter:
                 result.failures[number] = f"email not built: {exc}"
                 continue
             result.parcels.append(Parcel(name, built.data, (number,), built.recipients,
-                                         sender=self.seller.email))
+                                         sender=self.seller.email,
+                                         addressees=built.addressees))
         return result

@@ -43,14 +43,24 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
         return RenderedBatch(batch, {}, [], {}, time.perf_counter() - start,
                              error=f"batch {batch.batch_id} could not be prepared: "
                                    f"{type(exc).__name__}: {exc}")
-    done = ctx.journal.delivered_keys(keys.idempotency_key(d.number, d.channel) for d in docs)
-    todo = [d for d in docs if keys.idempotency_key(d.number, d.channel) not in done]
-    already = {d.number: d.channel for d in docs if d not in todo}
+    fallback = ctx.settings.delivery.fallback_to_print
+    done = ctx.journal.delivered_keys(
+        k for d in docs for k in keys.delivered_keys(d.number, d.channel, fallback))
+    todo = [d for d in docs
+            if not done.intersection(keys.delivered_keys(d.number, d.channel, fallback))]
+    waiting = {d.number for d in todo}
+    already = {d.number: d.channel for d in docs if d.number not in waiting}
     render = ctx.settings.render
     chunks = [todo[i:i + render.chunk_size] for i in range(0, len(todo), render.chunk_size)]
     futures = [ctx.executor.submit(w_render_batch, chunk, str(render.templates_dir),
                                    render.engine) for chunk in chunks]
-    rendered = [result for future in futures for result in future.result()]
+    rendered: list[Rendered] = []
+    for chunk, future in zip(chunks, futures, strict=True):
+        try:
+            rendered += future.result()
+        except Exception as exc:  # a worker that died fails its chunk, not the night
+            rendered += [Rendered(d.number, None, None, f"invoice {d.number}: render worker "
+                                  f"failed: {type(exc).__name__}: {exc}") for d in chunk]
     progress().advance("render", len(docs))
     return RenderedBatch(batch, {d.number: d for d in docs}, rendered, already,
                          time.perf_counter() - start)

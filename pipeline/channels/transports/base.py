@@ -44,6 +44,9 @@ class Parcel:
     recipients: tuple[str, ...] = ()
     sender: str = ""
     partner: str = ""
+    addressees: tuple[str, ...] = ()
+    """The recipients it is meant for (To): if the server refuses all of them, the parcel is
+    not delivered, even if it accepted copies (Cc, Bcc) for others."""
 
 
 @dataclass(frozen=True)
