@@ -1,9 +1,9 @@
 """Archive artifacts and keep a queryable Parquet index of every delivered invoice.
 
-The index is written as one part per batch and period,
-``index/period=YYYY-MM/<batch_id>.parquet``, holding only the invoices that
-batch delivered for the first time; a re-run that delivers nothing writes
-nothing, and ``read_index`` sees every part as one table. Beside it,
+The index is append-only: one part per run, batch and period,
+``index/period=YYYY-MM/<run_id>-<batch_id>.parquet``, holding the invoices that
+run delivered in that batch; a re-run that delivers nothing writes nothing, and
+``read_index`` sees every part as one table. Beside it,
 ``billed/`` keeps the PO quantities each delivered invoice billed, so later
 runs check cumulative quantities against what was delivered.
 """
@@ -69,20 +69,27 @@ def billed_rows(items: Sequence[Outgoing]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={**BILLED_LINES, "period": pl.String()})
 
 
-def _write_parts(storage: Storage, prefix: str, batch_id: str, rows: pl.DataFrame) -> None:
-    for (period,), part in rows.sort("invoice_number").group_by("period", maintain_order=True):
+def _write_parts(storage: Storage, prefix: str, part: str, rows: pl.DataFrame) -> None:
+    for (period,), rows_of in rows.sort("invoice_number").group_by("period",
+                                                                    maintain_order=True):
         buffer = io.BytesIO()
-        part.write_parquet(buffer, compression="zstd")
-        storage.put(f"{prefix}/period={period}/{batch_id}.parquet", buffer.getvalue())
+        rows_of.write_parquet(buffer, compression="zstd")
+        storage.put(f"{prefix}/period={period}/{part}.parquet", buffer.getvalue())
 
 
 def write_index(storage: Storage, batch_id: str, archived: Sequence[Archived],
                 run_id: str) -> None:
-    """Write the batch's index rows and billed lines, one part per period."""
-    _write_parts(storage, INDEX_PREFIX, batch_id, index_rows(archived, run_id))
+    """Write the batch's index rows and billed lines: one new part per run, batch and period.
+
+    Parts are never rewritten: a retry that delivers the one invoice a batch failed the
+    night before adds a part of one row beside the batch's first part, instead of
+    replacing it.
+    """
+    part = f"{run_id}-{batch_id}"
+    _write_parts(storage, INDEX_PREFIX, part, index_rows(archived, run_id))
     billed = billed_rows([a.item for a in archived])
     if billed.height:
-        _write_parts(storage, BILLED_PREFIX, batch_id, billed)
+        _write_parts(storage, BILLED_PREFIX, part, billed)
 
 
 def _read_parts(storage: Storage, prefix: str, schema: pl.Schema) -> pl.DataFrame:
@@ -94,10 +101,14 @@ def _read_parts(storage: Storage, prefix: str, schema: pl.Schema) -> pl.DataFram
 
 
 def read_index(storage: Storage) -> pl.DataFrame:
-    """Every index part as one frame (empty with the index schema if none)."""
-    return _read_parts(storage, INDEX_PREFIX, INDEX).sort("invoice_number")
+    """Every index part as one frame, one row per invoice and channel (the first delivery
+    recorded), empty with the index schema if there is none."""
+    return (_read_parts(storage, INDEX_PREFIX, INDEX).sort("run_id", "invoice_number")
+            .unique(["invoice_number", "channel"], keep="first", maintain_order=True)
+            .sort("invoice_number"))
 
 
 def load_history(storage: Storage) -> History:
     """What earlier runs delivered, for validation."""
-    return History(read_index(storage), _read_parts(storage, BILLED_PREFIX, BILLED_LINES))
+    return History(read_index(storage),
+                   _read_parts(storage, BILLED_PREFIX, BILLED_LINES).unique(maintain_order=True))

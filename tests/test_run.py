@@ -131,6 +131,19 @@ def test_failed_invoices_exit_1_and_are_retried_by_the_next_run(tmp_path: Path) 
     assert retried["already_delivered"] == summary["delivered"]
     assert retried["delivered"] == summary["delivered"] + credit_notes
 
+    # the index is append-only: the retry adds the credit notes beside the first run's rows
+    from pipeline.archive import load_history
+    from pipeline.storage import LocalStorage
+    history = load_history(LocalStorage(home / "archive"))
+    assert history.invoices.height == retried["delivered"]
+    assert history.invoices["invoice_number"].n_unique() == history.invoices.height
+    first_run = set(history.invoices.filter(pl.col("run_id") == summary["run_id"])[
+        "invoice_number"])
+    assert len(first_run) == summary["delivered"]
+    assert first_run <= set(history.billed["invoice_number"]) | set(
+        pl.read_parquet(extract / "invoices.parquet").filter(
+            pl.col("po_number").is_null())["invoice_number"])
+
 
 def test_unusable_extract_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     extract = tmp_path / "extract"
