@@ -18,7 +18,8 @@ from pipeline.einvoice.x12 import REFERENCE_LIMITS, SEPARATORS
 from pipeline.schemas import IDENTIFYING, TABLES
 from pipeline.validate.registry import RuleInput, rule
 
-__all__ = ["dependents", "CONTROL_CHARACTERS", "BLANK", "IDENTIFIERS", "NAMES", "DESCRIPTIONS"]
+__all__ = ["dependents", "flagged", "CONTROL_CHARACTERS", "BLANK", "IDENTIFIERS", "NAMES",
+           "DESCRIPTIONS"]
 
 # Characters XML 1.0 cannot hold, DEL and the C1 controls (no output format carries them),
 # and the bidirectional overrides and isolates and line/paragraph separators, which make a
@@ -87,6 +88,17 @@ def dependents(x: RuleInput, table: str, bad: pl.DataFrame) -> pl.DataFrame:
 
 def _rows(x: RuleInput, table: str) -> pl.DataFrame:
     return getattr(x.bundle, table).with_row_index("row")
+
+
+def flagged(x: RuleInput, table: str, column: str, where: pl.Expr, actual: pl.Expr,
+            problem: str = "") -> pl.DataFrame:
+    """The dependents of the rows of ``table`` matching ``where``, each finding naming
+    ``<table>.<column> row <n>`` (and ``problem``); ``actual`` is the value shown."""
+    rows = _rows(x, table).filter(where)
+    return dependents(x, table, rows.with_columns(
+        detail=pl.format(f"{table}.{column} row {{}}{': ' + problem if problem else ''}",
+                         "row"),
+        actual=actual))
 
 
 def _duplicates(x: RuleInput, table: str) -> pl.DataFrame:
@@ -211,10 +223,8 @@ def text_too_long(x: RuleInput) -> pl.DataFrame:
 def name_or_address_missing(x: RuleInput) -> pl.DataFrame:
     found = []
     for column in ("legal_name", "address_line1", "city"):
-        rows = _rows(x, "customers").filter(pl.col(column).str.contains(BLANK))
-        found.append(dependents(x, "customers", rows.with_columns(
-            detail=pl.lit(f"customers.{column} row ") + pl.col("row").cast(pl.String)
-            + pl.lit(": empty"), actual=pl.col("customer_id"))))
+        found.append(flagged(x, "customers", column, pl.col(column).str.contains(BLANK),
+                             pl.col("customer_id"), "empty"))
     return pl.concat(found)
 
 
@@ -258,10 +268,8 @@ def required_value_missing(x: RuleInput) -> pl.DataFrame:
         for column in columns:
             if not column.required or column.name in IDENTIFYING.get(table, ()):
                 continue
-            rows = _rows(x, table).filter(pl.col(column.name).is_null())
-            found.append(dependents(x, table, rows.with_columns(
-                detail=pl.format(f"{table}.{column.name} row {{}}: null", "row"),
-                actual=pl.lit("(null)"))))
+            found.append(flagged(x, table, column.name, pl.col(column.name).is_null(),
+                                 pl.lit("(null)"), "null"))
     return pl.concat(found)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.schemas import INVOICE_TYPES
-from pipeline.validate.integrity import dependents
+from pipeline.validate.integrity import flagged
 from pipeline.validate.registry import RuleInput, rule
 
 
@@ -84,11 +84,9 @@ def invoice_number_invalid(x: RuleInput) -> pl.DataFrame:
 
 def _out_of_range(table: str, column: str, x: RuleInput) -> pl.DataFrame:
     limits = x.config.limits
-    rows = getattr(x.bundle, table).with_row_index("row").filter(
-        (pl.col(column) < limits.earliest_date) | (pl.col(column) > limits.latest_date))
-    return dependents(x, table, rows.with_columns(
-        detail=pl.format(f"{table}.{column} row {{}}", "row"),
-        actual=pl.col(column).cast(pl.String)))
+    return flagged(x, table, column,
+                   (pl.col(column) < limits.earliest_date) | (pl.col(column) > limits.latest_date),
+                   pl.col(column).cast(pl.String))
 
 
 @rule("DATE_OUT_OF_RANGE", "error",
@@ -116,10 +114,8 @@ def due_date_too_far(x: RuleInput) -> pl.DataFrame:
 def payment_terms_invalid(x: RuleInput) -> pl.DataFrame:
     days = x.config.limits.max_payment_days
     terms = pl.col("payment_terms_days")
-    rows = x.customers.with_row_index("row").filter((terms < 0) | (terms > days))
-    return dependents(x, "customers", rows.with_columns(
-        detail=pl.format("customers.payment_terms_days row {}", "row"),
-        actual=terms.cast(pl.String)))
+    return flagged(x, "customers", "payment_terms_days", (terms < 0) | (terms > days),
+                   terms.cast(pl.String))
 
 
 @rule("DELIVERY_DATE_IMPLAUSIBLE", "error",

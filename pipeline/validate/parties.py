@@ -15,7 +15,7 @@ from stdnum.eu import vat
 from stdnum.fr import siren, tva
 
 from pipeline.schemas import CHANNELS, LANGUAGES
-from pipeline.validate.integrity import dependents
+from pipeline.validate.integrity import flagged
 from pipeline.validate.registry import RuleInput, rule
 
 # RFC 5322 dot-atom local part (what the stdlib's header builder accepts) @ a DNS name.
@@ -209,10 +209,8 @@ def postcode_invalid(x: RuleInput) -> pl.DataFrame:
     for table, column, country in (("customers", "postcode", "country"),
                                    ("delivery_notes", "ship_to_postcode", "ship_to_country")):
         code = pl.col(column)
-        rows = getattr(x.bundle, table).with_row_index("row").filter(
-            ~_blank(column) & (~code.str.contains(_POSTCODE)
-                               | ((pl.col(country) == "FR") & ~code.str.contains(r"^\d{5}$"))))
-        found.append(dependents(x, table, rows.with_columns(
-            detail=pl.format(f"{table}.{column} row {{}}", "row"),
-            actual=code.str.slice(0, 60))))
+        found.append(flagged(x, table, column, ~_blank(column) & (
+            ~code.str.contains(_POSTCODE)
+            | ((pl.col(country) == "FR") & ~code.str.contains(r"^\d{5}$"))),
+            code.str.slice(0, 60)))
     return pl.concat(found)
