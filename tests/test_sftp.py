@@ -6,6 +6,7 @@ import os
 import random
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -250,7 +251,10 @@ def test_close_closes_connections_and_the_transport_can_be_used_again(two_partne
     transport, inbox, _ = two_partners
     transport.deliver(parcel("one.edi", b"1", "acme"))
     transport.close()
-    assert all(conn.is_closed() for conn in sftp_server.connections)
+    deadline = time.monotonic() + 10  # the server's own thread notices the close a bit later
+    while not all(conn.is_closed() for conn in sftp_server.connections):
+        assert time.monotonic() < deadline, "the server still sees an open connection"
+        time.sleep(0.02)
     transport.deliver(parcel("two.edi", b"2", "acme"))
     assert files(inbox) == {"one.edi": b"1", "two.edi": b"2"}
     assert sftp_server.logins == ["alice", "alice"]
