@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import keys
-from pipeline.archive import load_history
+from pipeline.archive import indexed_pairs, load_history
 from pipeline.batching import Batch, plan_batches
 from pipeline.context import RunContext, open_run
 from pipeline.delivery import BatchReport, deliver_batch
@@ -42,8 +42,9 @@ def ingest(extract_dir: str, settings: Settings) -> ExtractBundle:
 def validate_extract(bundle: ExtractBundle, ctx: RunContext) -> Validation:
     """Run the rules and write the rejections and the exceptions report."""
     settings = ctx.settings
-    validation = validate(bundle, settings.seller, settings.validation, load_history(ctx.storage),
-                          edi=settings.edi)
+    history = load_history(ctx.storage)
+    ctx.indexed = indexed_pairs(history.invoices)
+    validation = validate(bundle, settings.seller, settings.validation, history, edi=settings.edi)
     write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env)
     create_table_artifact(
         key="validation-by-rule", description="Invoices per validation rule",

@@ -1,114 +1,255 @@
-"""Archive artifacts and keep a queryable Parquet index of every delivered invoice.
+"""Archive artifacts and keep an append-only, queryable Parquet index of them.
 
-The index is append-only: one part per run, batch and period,
-``index/period=YYYY-MM/<run_id>-<batch_id>.parquet``, holding the invoices that
-run delivered in that batch; a re-run that delivers nothing writes nothing, and
-``read_index`` sees every part as one table. Beside it,
-``billed/`` keeps the PO quantities each delivered invoice billed, so later
-runs check cumulative quantities against what was delivered.
+Three datasets sit beside the archived objects, each partitioned by period
+(hive style, ``<dataset>/period=YYYY-MM/<part>.parquet``):
+
+- ``index/``: one row per delivered invoice and channel (its PDF's key and
+  sha256, how it went out, the keys of what carried it);
+- ``artifacts/``: one row per archived object (key, sha256, size, the invoices
+  it carries), which ``invoices archive verify`` checks the store against;
+- ``billed/``: the PO quantities each delivered invoice billed, so later runs
+  check cumulative quantities against what was delivered.
+
+A run writes one new part per batch and period, named ``<run_id>-<batch_id>``,
+and never rewrites one: a retry that delivers the one invoice a batch failed the
+night before adds a part beside the batch's first. ``compact`` merges a period's
+parts into one file written before the parts are removed, and readers keep one
+row per invoice and channel (per key for artifacts), so a reader racing a
+compaction sees every row once.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import polars as pl
 
 from pipeline import keys
-from pipeline.channels.base import Outgoing
-from pipeline.schemas import BILLED_LINES, INDEX
-from pipeline.storage import Storage, StoredObject
+from pipeline.documents import InvoiceDocument
+from pipeline.schemas import ARTIFACTS, BILLED_LINES, INDEX
+from pipeline.storage import ArchiveConflictError, Blob, MissingObjectError, Storage, StoredObject
+from pipeline.storage.base import StorageError
 from pipeline.validate import History
 
-__all__ = ["Archived", "archive_pdf", "index_rows", "billed_rows", "write_index", "read_index",
-           "load_history"]
+__all__ = ["Archived", "pdf_blob", "archive_delivery", "index_rows", "artifact_rows",
+           "billed_rows", "write_index", "read_index", "read_artifacts", "load_history",
+           "indexed_pairs", "compact", "Compaction", "DATASETS"]
 
 INDEX_PREFIX = "index"
+ARTIFACTS_PREFIX = "artifacts"
 BILLED_PREFIX = "billed"
 
 
-def archive_pdf(storage: Storage, item: Outgoing) -> StoredObject:
-    """Store an invoice's PDF under its deterministic key."""
-    return storage.put(keys.pdf_key(item.doc.number, item.doc.issue_date), item.pdf)
+def pdf_blob(doc: InvoiceDocument, pdf: bytes) -> Blob:
+    """An invoice's PDF under its deterministic key, with its number in the metadata."""
+    return Blob(keys.pdf_key(doc.number, doc.issue_date), pdf,
+                {"invoice-number": doc.number, "kind": "invoice-pdf"})
+
+
+def archive_delivery(storage: Storage, channel: str, name: str, data: bytes,
+                     numbers: Sequence[str], day: date) -> StoredObject:
+    """Keep the exact bytes of a delivered file.
+
+    A name delivered again with other bytes (a print file re-sent on another day by
+    ``--resend-in-doubt``) is kept too, under a variant key, never over the first.
+    """
+    key = keys.delivery_key(channel, name, day)
+    metadata = {"invoice-number": " ".join(numbers)[:1024], "kind": f"delivery-{channel}"}
+    try:
+        return storage.put(key, data, metadata)
+    except ArchiveConflictError as exc:
+        return storage.put(keys.variant_key(key, exc.offered), data, metadata)
 
 
 @dataclass(frozen=True)
 class Archived:
-    """A delivered invoice: its PDF in the archive and the delivered files that carry it."""
+    """A delivered invoice: its document, its archived PDF, the channel it went out on,
+    ``sent`` or ``written``, and the archived files that carried it."""
 
-    item: Outgoing
+    doc: InvoiceDocument
     pdf: StoredObject
-    delivered_keys: tuple[str, ...]
+    channel: str
+    outcome: str
+    carried: tuple[StoredObject, ...]
+    run_id: str
+    """The run that delivered it."""
 
 
-def index_rows(archived: Sequence[Archived], run_id: str) -> pl.DataFrame:
-    """One index row per delivered invoice."""
-    items = [(a.item, a.pdf, a.delivered_keys) for a in archived]
+def _period(day: date) -> str:
+    return f"{day:%Y-%m}"
+
+
+def index_rows(archived: Sequence[Archived]) -> pl.DataFrame:
+    """One index row per delivered invoice and channel."""
     rows = [{
-        "invoice_number": o.doc.number, "customer_id": o.doc.customer_id,
-        "invoice_type": o.doc.invoice_type, "issue_date": o.doc.issue_date,
-        "due_date": o.doc.due_date, "total_net": o.doc.total_net,
-        "total_vat": o.doc.total_vat, "total_gross": o.doc.total_gross,
-        "currency": o.doc.currency, "credited_invoice_number": o.doc.credited_invoice_number,
-        "channel": o.doc.channel, "status": "delivered",
-        "storage_key": stored.key, "sha256": stored.sha256, "bytes": stored.bytes,
-        "delivered_keys": list(delivered), "period": f"{o.doc.issue_date:%Y-%m}",
-        "run_id": run_id,
-    } for o, stored, delivered in items]
+        "invoice_number": a.doc.number, "customer_id": a.doc.customer_id,
+        "invoice_type": a.doc.invoice_type, "issue_date": a.doc.issue_date,
+        "due_date": a.doc.due_date, "total_net": a.doc.total_net,
+        "total_vat": a.doc.total_vat, "total_gross": a.doc.total_gross,
+        "currency": a.doc.currency, "credited_invoice_number": a.doc.credited_invoice_number,
+        "channel": a.channel, "status": a.outcome,
+        "storage_key": a.pdf.key, "sha256": a.pdf.sha256, "bytes": a.pdf.bytes,
+        "delivered_keys": [c.key for c in a.carried], "period": _period(a.doc.issue_date),
+        "run_id": a.run_id,
+    } for a in archived]
     return pl.DataFrame(rows, schema=INDEX)
 
 
-def billed_rows(items: Sequence[Outgoing]) -> pl.DataFrame:
+def artifact_rows(archived: Sequence[Archived]) -> pl.DataFrame:
+    """One row per archived object: each PDF, and each delivered file once even when it
+    carries several invoices (a print file, an EDI interchange)."""
+    found: dict[str, dict[str, object]] = {}
+    for a in archived:
+        for kind, stored in [("invoice-pdf", a.pdf)] + [(f"delivery-{a.channel}", c)
+                                                         for c in a.carried]:
+            row = found.setdefault(stored.key, {
+                "storage_key": stored.key, "sha256": stored.sha256, "bytes": stored.bytes,
+                "kind": kind, "invoice_numbers": [], "period": _period(a.doc.issue_date),
+                "run_id": a.run_id})
+            row["invoice_numbers"].append(a.doc.number)  # type: ignore[attr-defined]
+    return pl.DataFrame(list(found.values()), schema=ARTIFACTS)
+
+
+def billed_rows(docs: Iterable[InvoiceDocument]) -> pl.DataFrame:
     """The PO lines each delivered invoice billed, with their quantities."""
-    rows = [{"invoice_number": o.doc.number, "po_number": o.doc.po_number,
+    rows = [{"invoice_number": d.number, "po_number": d.po_number,
              "po_line_no": line.po_line_no, "quantity": line.quantity,
-             "period": f"{o.doc.issue_date:%Y-%m}"}
-            for o in items if o.doc.po_number for line in o.doc.lines if line.po_line_no]
+             "period": _period(d.issue_date)}
+            for d in docs if d.po_number for line in d.lines if line.po_line_no]
     return pl.DataFrame(rows, schema={**BILLED_LINES, "period": pl.String()})
 
 
+def _parquet(rows: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    rows.write_parquet(buffer, compression="zstd")
+    return buffer.getvalue()
+
+
 def _write_parts(storage: Storage, prefix: str, part: str, rows: pl.DataFrame) -> None:
-    for (period,), rows_of in rows.sort("invoice_number").group_by("period",
-                                                                    maintain_order=True):
-        buffer = io.BytesIO()
-        rows_of.write_parquet(buffer, compression="zstd")
-        storage.put(f"{prefix}/period={period}/{part}.parquet", buffer.getvalue())
+    for (period,), rows_of in rows.group_by("period", maintain_order=True):
+        storage.put(f"{prefix}/period={period}/{part}.parquet", _parquet(rows_of),
+                    retain=False)
 
 
 def write_index(storage: Storage, batch_id: str, archived: Sequence[Archived],
                 run_id: str) -> None:
-    """Write the batch's index rows and billed lines: one new part per run, batch and period.
+    """Write the batch's index, artifact and billed-line rows: new parts, never rewritten.
 
-    Parts are never rewritten: a retry that delivers the one invoice a batch failed the
-    night before adds a part of one row beside the batch's first part, instead of
-    replacing it.
+    The index part goes last: a run killed in between leaves artifacts listed
+    that no index row names yet, which the next run's recovery completes.
     """
+    if not archived:
+        return
     part = f"{run_id}-{batch_id}"
-    _write_parts(storage, INDEX_PREFIX, part, index_rows(archived, run_id))
-    billed = billed_rows([a.item for a in archived])
+    ordered = sorted(archived, key=lambda a: (a.doc.number, a.channel))
+    _write_parts(storage, ARTIFACTS_PREFIX, part, artifact_rows(ordered))
+    billed = billed_rows(a.doc for a in ordered)
     if billed.height:
         _write_parts(storage, BILLED_PREFIX, part, billed)
+    _write_parts(storage, INDEX_PREFIX, part, index_rows(ordered))
+
+
+def _parts(storage: Storage, prefix: str, period: str | None = None) -> list[str]:
+    where = f"{prefix}/period={period}" if period else prefix
+    return [k for k in storage.list(where) if k.endswith(".parquet")]
 
 
 def _read_parts(storage: Storage, prefix: str, schema: pl.Schema) -> pl.DataFrame:
-    parts = [pl.read_parquet(io.BytesIO(storage.get(k)))
-             for k in storage.list(prefix) if k.endswith(".parquet")]
-    if not parts:
+    """Every part of a dataset; a part a compaction removed while it was being read is
+    found again in the compacted file, so the listing is simply taken again."""
+    for attempt in range(5):
+        try:
+            frames = [pl.read_parquet(io.BytesIO(storage.get(k)))
+                      for k in _parts(storage, prefix)]
+            break
+        except MissingObjectError:
+            if attempt == 4:
+                raise
+    if not frames:
         return pl.DataFrame(schema=schema)
-    return pl.concat(parts, how="diagonal_relaxed").select(list(schema)).cast(schema)
+    return pl.concat(frames, how="diagonal_relaxed").select(list(schema)).cast(schema)
+
+
+def _first_per(rows: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """One row per ``key``, the earliest run's."""
+    return (rows.sort("run_id", *key).unique(key, keep="first", maintain_order=True)
+            .sort(key))
 
 
 def read_index(storage: Storage) -> pl.DataFrame:
-    """Every index part as one frame, one row per invoice and channel (the first delivery
-    recorded), empty with the index schema if there is none."""
-    return (_read_parts(storage, INDEX_PREFIX, INDEX).sort("run_id", "invoice_number")
-            .unique(["invoice_number", "channel"], keep="first", maintain_order=True)
-            .sort("invoice_number"))
+    """Every delivered invoice and channel once (the first delivery recorded); empty with
+    the index schema if there is none."""
+    return _first_per(_read_parts(storage, INDEX_PREFIX, INDEX), ["invoice_number", "channel"])
+
+
+def read_artifacts(storage: Storage) -> pl.DataFrame:
+    """Every archived object once, with the digest it was archived with."""
+    return _first_per(_read_parts(storage, ARTIFACTS_PREFIX, ARTIFACTS), ["storage_key"])
+
+
+def _billed(storage: Storage) -> pl.DataFrame:
+    return _read_parts(storage, BILLED_PREFIX, BILLED_LINES).unique(maintain_order=True)
 
 
 def load_history(storage: Storage) -> History:
     """What earlier runs delivered, for validation."""
-    return History(read_index(storage),
-                   _read_parts(storage, BILLED_PREFIX, BILLED_LINES).unique(maintain_order=True))
+    return History(read_index(storage), _billed(storage))
+
+
+def indexed_pairs(index: pl.DataFrame) -> frozenset[tuple[str, str]]:
+    """(invoice, channel) of every index row."""
+    return frozenset(index.select("invoice_number", "channel").iter_rows())
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What ``compact`` did to one period of one dataset."""
+
+    dataset: str
+    period: str
+    parts: int
+    rows: int
+    key: str
+
+
+_DEDUP: dict[str, tuple[pl.Schema, Callable[[pl.DataFrame], pl.DataFrame]]] = {
+    INDEX_PREFIX: (INDEX, lambda f: _first_per(f, ["invoice_number", "channel"])),
+    ARTIFACTS_PREFIX: (ARTIFACTS, lambda f: _first_per(f, ["storage_key"])),
+    BILLED_PREFIX: (pl.Schema({**BILLED_LINES, "period": pl.String()}),
+                    lambda f: f.unique(maintain_order=True).sort("invoice_number", "po_number",
+                                                                 "po_line_no")),
+}
+DATASETS = tuple(_DEDUP)
+
+
+def _periods(storage: Storage, prefix: str) -> list[str]:
+    return sorted({k.split("/")[1].removeprefix("period=") for k in _parts(storage, prefix)})
+
+
+def compact(storage: Storage, period: str | None = None) -> list[Compaction]:
+    """Merge each period's parts into one file, every row kept once.
+
+    The merged file is named after the parts it replaces and written (write-once,
+    atomically) before they are removed; a compaction stopped in between leaves rows
+    twice, which readers and the next compaction fold into one.
+    """
+    done: list[Compaction] = []
+    for prefix, (schema, dedup) in _DEDUP.items():
+        for each in [period] if period else _periods(storage, prefix):
+            parts = _parts(storage, prefix, each)
+            if len(parts) < 2:
+                continue
+            frames = [pl.read_parquet(io.BytesIO(storage.get(k))) for k in parts]
+            merged = dedup(pl.concat(frames, how="diagonal_relaxed").select(list(schema))
+                           .cast(schema))
+            key = f"{prefix}/period={each}/compacted-{keys.digest(*parts)[:16]}.parquet"
+            try:
+                storage.put(key, _parquet(merged), retain=False)
+            except StorageError as exc:
+                raise StorageError(f"compacting {prefix}/period={each}: {exc}") from exc
+            storage.delete([k for k in parts if k != key])
+            done.append(Compaction(prefix, each, len(parts), merged.height, key))
+    return done

@@ -262,14 +262,14 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
     from pipeline.archive import load_history
     from pipeline.ingest import load_extract
     from pipeline.preflight import check_settings, load_settings
-    from pipeline.storage import LocalStorage
+    from pipeline.storage import open_storage
     from pipeline.validate import REGISTRY, validate
 
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings, writing=False)
         bundle = load_extract(extract_dir, settings.ingest.error_rows)
-        history = load_history(LocalStorage(settings.archive_dir))
+        history = load_history(open_storage(settings))
         result = validate(bundle, settings.seller, settings.validation, history,
                           edi=settings.edi)
     counts = result.counts_by_rule()

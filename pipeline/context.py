@@ -17,7 +17,7 @@ from pipeline.executor import Executor, make_executor
 from pipeline.journal import Journal
 from pipeline.render.templates import make_environment
 from pipeline.settings import Settings
-from pipeline.storage import LocalStorage, Storage
+from pipeline.storage import Storage, open_storage
 
 __all__ = ["RunContext", "open_run"]
 
@@ -37,6 +37,8 @@ class RunContext:
     env: jinja2.Environment
     resend_in_doubt: bool = False
     """Re-send deliveries a stopped run left in doubt (an operator's decision)."""
+    indexed: frozenset[tuple[str, str]] = frozenset()
+    """(invoice, channel) pairs the archive index holds when the run starts."""
     locks: dict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock))
     """One per channel: batches deliver in parallel threads, a connection serves one."""
@@ -80,7 +82,7 @@ def open_run(settings: Settings, extract_id: str, resend_in_doubt: bool = False)
         run_id=run_id,
         reports_dir=reports_dir,
         journal=journal,
-        storage=LocalStorage(settings.archive_dir),
+        storage=open_storage(settings),
         formatters=make_formatters(settings, env, journal),
         transports=make_transports(settings),
         executor=make_executor(settings.render.workers),

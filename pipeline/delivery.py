@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline import keys
-from pipeline.archive import Archived, archive_pdf, write_index
+from pipeline.archive import Archived, archive_delivery, pdf_blob, write_index
 from pipeline.channels.base import Outgoing
 from pipeline.channels.transports.base import (
     Outcome,
@@ -26,6 +26,7 @@ from pipeline.channels.transports.base import (
     TransientDeliveryError,
 )
 from pipeline.context import RunContext
+from pipeline.documents import InvoiceDocument
 from pipeline.errors import PipelineError
 from pipeline.journal import Delivery, TDeliveryState, TErrorClass
 from pipeline.progress import progress
@@ -77,8 +78,11 @@ class _ChannelDelivery:
     """
 
     def __init__(self, ctx: RunContext, channel: str, items: list[Outgoing],
-                 report: BatchReport, waiting: dict[str, str]) -> None:
+                 pdfs: dict[str, StoredObject], report: BatchReport,
+                 waiting: dict[str, str]) -> None:
         self.ctx, self.channel, self.items, self.report = ctx, channel, items, report
+        self.pdfs = pdfs
+        """The archived PDF of each invoice."""
         self.waiting = waiting
         self.by_number = {i.doc.number: i for i in items}
         self.open: set[str] = set()
@@ -87,11 +91,12 @@ class _ChannelDelivery:
         """Not to be sent by this run any more (delivered, failed, elsewhere, in doubt)."""
         self.replies: dict[str, list[str]] = defaultdict(list)
         self.outcomes: dict[str, set[Outcome]] = defaultdict(set)
-        self.carried: dict[str, list[str]] = defaultdict(list)
-        self.delivered: list[tuple[Outgoing, tuple[str, ...]]] = []
+        self.carried: dict[str, list[StoredObject]] = defaultdict(list)
+        self.delivered: list[Archived] = []
 
-    def run(self) -> list[tuple[Outgoing, tuple[str, ...]]]:
-        """Deliver; returns the delivered items with the archive keys of what carried them."""
+    def run(self) -> list[Archived]:
+        """Deliver; returns the delivered invoices with their archived PDF and the archived
+        files that carried them."""
         try:
             formatted = self.ctx.formatters[self.channel].format(
                 self.items, self.report.batch_id)
@@ -206,11 +211,12 @@ class _ChannelDelivery:
             if archived:
                 self.carried[number].append(archived)
 
-    def _archive(self, parcel: Parcel) -> str | None:
+    def _archive(self, parcel: Parcel) -> StoredObject | None:
         """Keep the exact bytes that went out; they went out even if this fails."""
+        day = max(self.by_number[n].doc.issue_date for n in parcel.numbers)
         try:
-            return self.ctx.storage.put(keys.delivery_key(self.channel, parcel.name),
-                                        parcel.data).key
+            return archive_delivery(self.ctx.storage, self.channel, parcel.name, parcel.data,
+                                    parcel.numbers, day)
         except (PipelineError, OSError, ValueError) as exc:
             for number in parcel.numbers:
                 self.replies[number].append(f"{parcel.name} not archived: {exc}")
@@ -225,14 +231,17 @@ class _ChannelDelivery:
         self.settled.add(number)
         try:
             self.ctx.journal.finish(keys.idempotency_key(number, self.channel),
-                                    self.ctx.run_id, outcome, "; ".join(self.replies[number]))
+                                    self.ctx.run_id, outcome, "; ".join(self.replies[number]),
+                                    archived=[c.key for c in self.carried[number]])
         except Exception as exc:  # it went out: in doubt, never failed (a retry would resend)
             self.report.in_doubt[number] = (f"{self.channel}: went out, but the journal could "
                                             f"not record it ({exc}); check before re-sending")
             return
         self.report.delivered[number] = self.channel
         self.report.outcomes[number] = outcome
-        self.delivered.append((self.by_number[number], tuple(self.carried[number])))
+        self.delivered.append(Archived(self.by_number[number].doc, self.pdfs[number],
+                                       self.channel, outcome, tuple(self.carried[number]),
+                                       self.ctx.run_id))
 
     def _doubt(self, number: str, problem: str) -> None:
         if number not in self.open:
@@ -314,6 +323,35 @@ def _fallbacks(ctx: RunContext, emails: list[Outgoing], report: BatchReport) -> 
     return moved
 
 
+def _unindexed(ctx: RunContext, docs: dict[str, InvoiceDocument],
+               report: BatchReport) -> list[Archived]:
+    """Invoices delivered by a run that stopped before writing its index part: their rows
+    again, from the journal (state, and the keys of what carried them) and the archive
+    (the PDF's digest), so every delivered invoice has its index row."""
+    fallback = ctx.settings.delivery.fallback_to_print
+    wanted = [k for n in report.already_delivered
+              for k in keys.delivered_keys(n, docs[n].channel, fallback)
+              if (n, k.partition(":")[0]) not in ctx.indexed]
+    if not wanted:
+        return []
+    found: list[Archived] = []
+    for row in ctx.journal.final_rows(wanted).values():
+        doc = docs[row.invoice_number]
+        try:
+            pdf = ctx.storage.head(keys.pdf_key(doc.number, doc.issue_date))
+            carried = [c for k in row.archived if (c := ctx.storage.head(k)) is not None]
+        except (PipelineError, ValueError) as exc:
+            report.notes.append(f"{doc.number}: delivered, index row not rebuilt: {exc}")
+            continue
+        if pdf is None:
+            report.notes.append(f"{doc.number}: delivered by run {row.run_id}, but its PDF "
+                                "is not in the archive")
+            continue
+        found.append(Archived(doc, pdf, row.channel, row.state, tuple(carried),
+                              row.run_id or ctx.run_id))
+    return found
+
+
 def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
     """Archive, claim, deliver, record and index every rendered document of the batch."""
     start = time.perf_counter()
@@ -326,40 +364,45 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
         progress().advance("deliver", len(rendered.batch.numbers))
         return report
     todo: dict[str, list[Outgoing]] = defaultdict(list)
-    stored: dict[str, StoredObject] = {}
     waiting: dict[str, str] = {}
     fallback = ctx.settings.delivery.fallback_to_print
     done = ctx.journal.delivered_keys(
         key for r in rendered.rendered
         for key in keys.delivered_keys(r.number, rendered.docs[r.number].channel, fallback))
+    items: list[Outgoing] = []
     for result in rendered.rendered:
         doc = rendered.docs[result.number]
         if result.pdf is None or result.sha256 is None:
             report.fail(doc.number, result.error or "render produced no PDF")
-            continue
-        if done.intersection(keys.delivered_keys(doc.number, doc.channel, fallback)):
+        elif done.intersection(keys.delivered_keys(doc.number, doc.channel, fallback)):
             report.already_delivered[doc.number] = doc.channel
-            continue
-        item = Outgoing(doc, result.pdf, result.sha256)
-        try:
-            stored[doc.number] = archive_pdf(ctx.storage, item)
-        except (PipelineError, OSError, ValueError) as exc:  # this invoice only
-            report.fail(doc.number, f"invoice {doc.number}: not archived, not delivered: {exc}")
-            continue
-        todo[doc.channel].append(item)
+        else:
+            items.append(Outgoing(doc, result.pdf, result.sha256))
+    stored: dict[str, StoredObject] = {}
+    # Every PDF is archived before anything is sent, all of the batch's at once.
+    for item, pdf in zip(items, ctx.storage.put_many([pdf_blob(i.doc, i.pdf) for i in items]),
+                         strict=True):
+        if isinstance(pdf, StoredObject):
+            stored[item.doc.number] = pdf
+            todo[item.doc.channel].append(item)
+        else:  # this invoice only
+            report.fail(item.doc.number, f"invoice {item.doc.number}: not archived, not "
+                                         f"delivered: {pdf}")
 
     delivered: list[Archived] = []
     for channel in sorted(todo, key=lambda c: c == "print"):  # print last: it takes fallbacks
-        items = todo[channel] + (_fallbacks(ctx, todo.get("email", []), report)
-                                 if channel == "print" else [])
-        for item, carried in _ChannelDelivery(ctx, channel, items, report, waiting).run():
-            delivered.append(Archived(item, stored[item.doc.number], carried))
+        chosen = todo[channel] + (_fallbacks(ctx, todo.get("email", []), report)
+                                  if channel == "print" else [])
+        delivered += _ChannelDelivery(ctx, channel, chosen, stored, report, waiting).run()
     if "print" not in todo and (fallbacks := _fallbacks(ctx, todo.get("email", []), report)):
-        for item, carried in _ChannelDelivery(ctx, "print", fallbacks, report, waiting).run():
-            delivered.append(Archived(item, stored[item.doc.number], carried))
+        delivered += _ChannelDelivery(ctx, "print", fallbacks, stored, report, waiting).run()
     _wait_for_others(ctx, waiting, report)
-    if delivered:
+    delivered += _unindexed(ctx, rendered.docs, report)
+    try:
         write_index(ctx.storage, rendered.batch.batch_id, delivered, ctx.run_id)
+    except (PipelineError, OSError) as exc:  # delivered all the same: the next run indexes
+        report.notes.append(f"batch {rendered.batch.batch_id}: index not written ({exc}); "
+                            "the next run writes the missing rows")
     report.deliver_s = time.perf_counter() - start
     progress().advance("deliver", len(rendered.docs))
     return report

@@ -18,6 +18,7 @@ Runs register themselves in ``runs`` (host, pid, heartbeat), which is how a
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -53,6 +54,9 @@ journal = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # JSON list of the archive keys of what carried the delivery (an .eml, a print file):
+    # a run killed before it wrote its index part leaves them here for the next run.
+    sa.Column("archived", sa.Text),
 )
 events = sa.Table(
     "delivery_events", _metadata,
@@ -99,6 +103,7 @@ class DeliveryRow:
     run_id: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    archived: tuple[str, ...] = ()
 
 
 ClaimResult = Literal["claimed", "delivered", "in_flight", "in_doubt", "free"]
@@ -146,7 +151,19 @@ class Journal:
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+        self._add_new_columns()
         self.host = socket.gethostname()
+
+    def _add_new_columns(self) -> None:
+        """Columns added since a ledger was created (nullable, so old rows stay valid)."""
+        for table in _metadata.sorted_tables:
+            present = {c["name"] for c in sa.inspect(self.engine).get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(self.engine.dialect)
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table.name} "
+                                             f"ADD COLUMN {column.name} {kind}")
 
     # --- runs ---------------------------------------------------------------------------
 
@@ -248,13 +265,16 @@ class Journal:
         return status
 
     def finish(self, key: str, run_id: str, state: TDeliveryState, reply: str,
-               error_class: TErrorClass | None = None) -> None:
-        """Record the outcome of a delivery this run claimed (and only then)."""
+               error_class: TErrorClass | None = None,
+               archived: Sequence[str] = ()) -> None:
+        """Record the outcome of a delivery this run claimed (and only then), with the
+        archive keys of what carried it."""
         now = _now()
         with self.engine.begin() as conn:
             row = conn.execute(journal.update().where(
                 journal.c.key == key, journal.c.run_id == run_id, journal.c.state == "started"
-            ).values(state=state, reply=reply, error_class=error_class, finished_at=now
+            ).values(state=state, reply=reply, error_class=error_class, finished_at=now,
+                     archived=json.dumps(list(archived)) if archived else None
                      ).returning(journal.c.invoice_number, journal.c.channel,
                                  journal.c.transport, journal.c.attempts)).one_or_none()
             if row is None:
@@ -287,6 +307,18 @@ class Journal:
                     journal.c.state.in_(FINAL_STATES))).scalars())
         return found
 
+    def final_rows(self, keys: Iterable[str]) -> dict[str, DeliveryRow]:
+        """The sent or written deliveries among ``keys``, by key."""
+        keys = list(keys)
+        found: dict[str, DeliveryRow] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                for r in conn.execute(sa.select(journal).where(
+                        journal.c.key.in_(keys[start:start + 500]),
+                        journal.c.state.in_(FINAL_STATES))):
+                    found[r.key] = _row(r, r.state)
+        return found
+
     def rows(self, invoice: str | None = None, run_id: str | None = None,
              state: str | None = None) -> list[DeliveryRow]:
         """Deliveries, filtered; ``state='in_doubt'`` selects started rows of runs gone."""
@@ -303,10 +335,8 @@ class Journal:
         with self.engine.connect() as conn:
             found = conn.execute(query).all()
             alive = self._alive(conn, {r.run_id for r in found if r.state == "started"})
-        result = [DeliveryRow(r.key, r.invoice_number, r.channel,
-                              "in_doubt" if r.state == "started" and r.run_id not in alive
-                              else r.state, r.transport, r.attempts, r.reply, r.error_class,
-                              r.run_id, r.started_at, r.finished_at) for r in found]
+        result = [_row(r, "in_doubt" if r.state == "started" and r.run_id not in alive
+                       else r.state) for r in found]
         return [r for r in result if state != "in_doubt" or r.state == "in_doubt"]
 
     def history(self, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -330,6 +360,12 @@ class Journal:
     def dispose(self) -> None:
         """Close connections."""
         self.engine.dispose()
+
+
+def _row(r: sa.Row[Any], state: str) -> DeliveryRow:
+    return DeliveryRow(r.key, r.invoice_number, r.channel, state, r.transport, r.attempts,
+                       r.reply, r.error_class, r.run_id, r.started_at, r.finished_at,
+                       tuple(json.loads(r.archived)) if r.archived else ())
 
 
 def _aware(moment: datetime) -> datetime:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import date
 
 __all__ = ["safe_component", "digest", "batch_id", "pdf_key", "delivery_key",
-           "idempotency_key", "delivered_keys", "message_id", "extract_id"]
+           "variant_key", "idempotency_key", "delivered_keys", "message_id", "extract_id"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # File systems cap a name at 255 bytes; leave room for a suffix and a temporary prefix.
@@ -63,9 +63,26 @@ def pdf_key(invoice_number: str, issue_date: date) -> str:
     return f"invoices/{_period(issue_date)}/{safe_component(invoice_number)}.pdf"
 
 
-def delivery_key(channel: str, name: str) -> str:
-    """Archive key of a delivered file (an .eml, a print file, an EDI record)."""
-    return f"deliveries/{safe_component(channel)}/{name}"
+_FILE_NAME = re.compile(r"[A-Za-z0-9_%-]+(\.[A-Za-z0-9]+)*")
+
+
+def delivery_key(channel: str, name: str, day: date) -> str:
+    """Archive key of a delivered file (an .eml, a print file, an EDI interchange).
+
+    ``name`` is a parcel's file name, built from escaped components and a suffix;
+    anything else is refused rather than escaped twice.
+    """
+    if not _FILE_NAME.fullmatch(name) or len(name) > MAX_COMPONENT + 20:
+        raise ValueError(f"{name[:60]!r} is not a safe file name for the archive")
+    return f"deliveries/{safe_component(channel)}/{_period(day)}/{name}"
+
+
+def variant_key(key: str, sha256: str) -> str:
+    """The key of other bytes sent under the same name (a print file re-sent another day):
+    the digest's start goes before the suffixes, so both versions are kept."""
+    folder, _, name = key.rpartition("/")
+    stem, dot, suffixes = name.partition(".")
+    return f"{folder}/{stem}.{sha256[:12]}{dot}{suffixes}"
 
 
 def idempotency_key(invoice_number: str, channel: str) -> str:

@@ -14,7 +14,6 @@ import difflib
 import os
 import re
 import sqlite3
-import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import closing
@@ -28,6 +27,8 @@ from pipeline.errors import SettingProblem, SettingsError
 from pipeline.render.templates import LANGUAGES
 from pipeline.schemas import CHANNELS
 from pipeline.settings import RenderSettings, Settings
+from pipeline.storage import SCHEMES, open_storage, url_scheme
+from pipeline.storage.local import folder_problem
 from pipeline.validate import REGISTRY, check_rule_settings
 
 __all__ = ["load_settings", "check_settings"]
@@ -36,7 +37,6 @@ _ENV_PREFIX = "INVOICES_"
 # INVOICES_* variables that are read outside the settings object.
 _NOT_SETTINGS = {"INVOICES_CONFIG", "INVOICES_SHARED_DIR"}
 _SECRET = re.compile(r"password|secret|token", re.IGNORECASE)
-_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONNECT_TIMEOUT = {"postgresql": {"connect_timeout": 10}, "mysql": {"connect_timeout": 10}}
 
 # What a run reads from the templates root: override folders may hold only
@@ -236,51 +236,32 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
-def _folder_problem(path: Path, writing: bool) -> str | None:
-    """Why ``path`` cannot serve as a folder (a missing one is created by the run), or None."""
-    existing = path
-    try:
-        while not existing.exists():
-            existing = existing.parent
-    except OSError as exc:
-        return f"{existing} cannot be looked at: {exc.strerror}"
-    if not existing.is_dir():
-        return ("it is a file, not a folder" if existing == path
-                else f"{existing} is a file, so no folder can be created under it")
-    if writing:
-        try:
-            with tempfile.TemporaryFile(dir=existing):
-                pass
-        except OSError as exc:
-            return f"{existing} is not writable: {exc.strerror}"
-    elif existing == path and not os.access(path, os.R_OK | os.X_OK):
-        return "the folder cannot be read"
-    return None
-
-
 def _home_problems(settings: Settings, writing: bool) -> list[SettingProblem]:
-    problem = _folder_problem(settings.home, writing=writing)
+    problem = folder_problem(settings.home, writing=writing)
     return [SettingProblem(_label(("home",)), _show(settings.home), problem,
                            "Choose a folder you can write to, with --home or INVOICES_HOME.")
             ] if problem else []
 
 
 def _archive_problems(settings: Settings, writing: bool) -> list[SettingProblem]:
-    url = settings.archive.url
-    label, default = _label(("archive", "url")), settings.home / "archive"
-    if url and (scheme := _URL_SCHEME.match(url)):
-        return [SettingProblem(
-            label, _show(url),
-            f"{scheme.group(1)}:// URLs are not supported yet: the archive is a "
-            f"local folder, and this value would create a folder named "
-            f"'{scheme.group(1)}:' in the working directory",
-            f"Set INVOICES_ARCHIVE__URL to a local folder path (a mounted bucket works), or "
-            f"unset it to archive under {default}.")]
-    problem = _folder_problem(settings.archive_dir, writing)
-    return [SettingProblem(
-        label, _show(url or settings.archive_dir), problem,
-        f"Point INVOICES_ARCHIVE__URL at a folder{' you can write to' if writing else ''}, or "
-        f"unset it to archive under {default}.")] if problem else []
+    """An archive the run cannot use stops it before anything is sent."""
+    url, label = settings.archive.url, _label(("archive", "url"))
+    scheme = url_scheme(url)
+    hint = (f"Set INVOICES_ARCHIVE__URL to a local folder or s3://bucket/prefix, or unset it "
+            f"to archive under {settings.home / 'archive'}.")
+    if scheme is not None and scheme not in SCHEMES:
+        return [SettingProblem(label, _show(url), f"{scheme}:// archives are not supported",
+                               hint)]
+    if scheme is None and settings.archive.endpoint_url:
+        return [SettingProblem(_label(("archive", "endpoint_url")),
+                               settings.archive.endpoint_url,
+                               "an endpoint is only used by s3:// archives", hint)]
+    try:
+        problem = open_storage(settings).check(writing)
+    except ValueError as exc:  # an s3:// URL without a bucket
+        problem = str(exc)
+    shown = _show(url) if url else str(settings.home / "archive")
+    return [SettingProblem(label, shown, problem, hint)] if problem else []
 
 
 def _ledger_problem(settings: Settings) -> tuple[str, str] | None:
@@ -303,7 +284,7 @@ def _ledger_problem(settings: Settings) -> tuple[str, str] | None:
         if not path.parent.is_dir():
             return shown, (f"the folder {path.parent} does not exist or is not a folder (SQLite "
                            "would only say 'unable to open database file')")
-        if problem := _folder_problem(path.parent, writing=True):
+        if problem := folder_problem(path.parent, writing=True):
             return shown, problem
     if path.is_dir():
         return shown, f"{path} is a folder, not a database file"

@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline import money
 
-__all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "INDEX",
+__all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "INDEX", "ARTIFACTS",
            "BILLED_LINES", "IDENTIFYING",
            "Kind", "CHANNELS", "LANGUAGES", "INVOICE_TYPES"]
 
@@ -170,7 +170,7 @@ REJECTIONS = pl.Schema({
     "amount_at_stake": money.AMOUNT,
 })
 
-# One row per archived invoice.
+# One row per delivered invoice and channel; ``status`` is how it went out (sent, written).
 INDEX = pl.Schema({
     "invoice_number": pl.String(),
     "customer_id": pl.String(),
@@ -188,6 +188,17 @@ INDEX = pl.Schema({
     "sha256": pl.String(),
     "bytes": pl.Int64(),
     "delivered_keys": pl.List(pl.String()),
+    "period": pl.String(),
+    "run_id": pl.String(),
+})
+
+# One row per archived object (a PDF, a delivered file), for ``invoices archive verify``.
+ARTIFACTS = pl.Schema({
+    "storage_key": pl.String(),
+    "sha256": pl.String(),
+    "bytes": pl.Int64(),
+    "kind": pl.String(),
+    "invoice_numbers": pl.List(pl.String()),
     "period": pl.String(),
     "run_id": pl.String(),
 })

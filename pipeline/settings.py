@@ -244,7 +244,22 @@ class ArchiveSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, description="A local path (S3 comes later).")
+    url: str | None = Field(default=None,
+                            description="A local folder, or s3://bucket/prefix.")
+    endpoint_url: str | None = Field(
+        default=None, description="An S3-compatible store's endpoint (MinIO, Ceph, Scaleway, "
+                                  "OVH); unset means AWS. Credentials and region come from "
+                                  "the AWS chain (environment, profile, instance role).")
+    upload_workers: int = Field(default=16, ge=1, le=256,
+                                description="Uploads in flight at once.")
+    retention_years: int | None = Field(
+        default=None, ge=1, le=100,
+        description="S3 Object Lock retention (compliance mode) of archived invoices and "
+                    "deliveries; the bucket must have Object Lock enabled.")
+    conditional_writes: bool = Field(
+        default=True, description="Write with If-None-Match: * so the store refuses to "
+                                  "overwrite; false for stores that reject it (a HEAD "
+                                  "precedes each write instead).")
 
 
 class LedgerSettings(BaseModel):
@@ -278,11 +293,6 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
-
-    @property
-    def archive_dir(self) -> Path:
-        """The local archive root."""
-        return Path(self.archive.url) if self.archive.url else self.home / "archive"
 
     @property
     def ledger_url(self) -> str:

@@ -31,10 +31,10 @@ def test_an_archive_failure_fails_that_invoice_only(run_parts, monkeypatch) -> N
     victim = batch.numbers[1]
     put = ctx.storage.put
 
-    def failing_put(key: str, data: bytes):
+    def failing_put(key: str, data: bytes, metadata=None, **kwargs):
         if safe_component(victim) in key:
             raise StorageError(f"cannot write {key}: File name too long")
-        return put(key, data)
+        return put(key, data, metadata, **kwargs)
 
     monkeypatch.setattr(ctx.storage, "put", failing_put)
     report = deliver_batch(render_batch(bundle, batch, ctx), ctx)
