@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -286,6 +288,108 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
         table.add_row(code, settings.validation.rules.get(code, REGISTRY[code].severity), str(n),
                       REGISTRY[code].explanation)
     Console().print(table)
+
+
+archive_app = typer.Typer(no_args_is_help=True,
+                          help="Find, fetch, verify and compact the archive.")
+app.add_typer(archive_app, name="archive")
+
+
+def _archive_storage(home: Path) -> Any:
+    """The archive the settings name, checked (readable, reachable) first."""
+    from pipeline.preflight import check_settings, load_settings
+    from pipeline.storage import open_storage
+
+    settings = load_settings(home=home)
+    check_settings(settings, writing=False)
+    return open_storage(settings)
+
+
+@archive_app.command("find")
+def archive_find(
+    customer: Annotated[str | None, typer.Option(help="Customer id.")] = None,
+    number: Annotated[str | None, typer.Option(help="Invoice number.")] = None,
+    date_from: Annotated[datetime | None, typer.Option(
+        "--from", formats=["%Y-%m-%d"], help="Issued on or after (YYYY-MM-DD).")] = None,
+    date_to: Annotated[datetime | None, typer.Option(
+        "--to", formats=["%Y-%m-%d"], help="Issued on or before (YYYY-MM-DD).")] = None,
+    status: Annotated[str | None, typer.Option(help="sent or written.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    home: HomeOption = Path("var"), verbose: VerboseOption = False,
+) -> None:
+    """Delivered invoices in the archive index, one row per invoice and channel."""
+    from pipeline.archive import read_index
+    from pipeline.audit import find
+
+    with reported(verbose):
+        rows = find(read_index(_archive_storage(home)), customer=customer, number=number,
+                    date_from=date_from.date() if date_from else None,
+                    date_to=date_to.date() if date_to else None, status=status)
+    if as_json:
+        print(json.dumps(rows.to_dicts(), default=str, ensure_ascii=False, indent=1))
+        return
+    table = Table(title=f"{rows.height} archived deliveries (keys and digests: --json)")
+    for column in ("invoice", "customer", "type", "issued", "gross", "channel", "status"):
+        table.add_column(column, no_wrap=column in ("invoice", "issued"),
+                         justify="right" if column == "gross" else "left")
+    for r in rows.iter_rows(named=True):
+        table.add_row(r["invoice_number"], r["customer_id"], r["invoice_type"],
+                      str(r["issue_date"]), f"{r['total_gross']} {r['currency']}", r["channel"],
+                      r["status"])
+    Console().print(table)
+
+
+@archive_app.command("get")
+def archive_get(
+    number: Annotated[str, typer.Argument(help="Invoice number.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the files to.")],
+    home: HomeOption = Path("var"), verbose: VerboseOption = False,
+) -> None:
+    """Fetch an invoice's PDF and delivered files, each checked against its sha256."""
+    from pipeline.audit import fetch
+
+    with reported(verbose):
+        for path in fetch(_archive_storage(home), number, out):
+            console.print(str(path), markup=False, highlight=False)
+
+
+@archive_app.command("verify")
+def archive_verify(
+    sample: Annotated[float, typer.Option(
+        min=0.0001, max=1.0, help="Share of the objects to re-read (1 = all).")] = 1.0,
+    home: HomeOption = Path("var"), verbose: VerboseOption = False,
+) -> None:
+    """Re-read archived objects; list every one altered or missing; exit 1 if any."""
+    from pipeline.audit import verify
+
+    with reported(verbose):
+        storage = _archive_storage(home)
+        result = verify(storage, sample)
+    for problem in result.problems:
+        error(f"{problem.kind}: {problem.key}: {problem.detail}")
+    console.print(f"{storage.location}: {result.checked} of {result.objects} objects re-read, "
+                  f"{len(result.problems)} problem(s)", markup=False, highlight=False)
+    raise typer.Exit(ExitCode.SOME_FAILED if result.problems else ExitCode.OK)
+
+
+@archive_app.command("compact")
+def archive_compact(
+    period: Annotated[str | None, typer.Option(help="One period, YYYY-MM (default: all).")
+                      ] = None,
+    home: HomeOption = Path("var"), verbose: VerboseOption = False,
+) -> None:
+    """Merge each period's index parts into one file, every row kept once."""
+    from pipeline.archive import compact
+
+    if period is not None and not re.fullmatch(r"\d{4}-\d{2}", period):
+        raise typer.BadParameter(f"{period!r} is not a period (YYYY-MM)")
+    with reported(verbose):
+        done = compact(_archive_storage(home), period)
+    for c in done:
+        console.print(f"{c.dataset}/period={c.period}: {c.parts} parts -> {c.rows} rows in "
+                      f"{c.key}", markup=False, highlight=False)
+    if not done:
+        console.print("nothing to compact")
 
 
 templates_app = typer.Typer(no_args_is_help=True,

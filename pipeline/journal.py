@@ -104,6 +104,8 @@ class DeliveryRow:
     started_at: datetime | None
     finished_at: datetime | None
     archived: tuple[str, ...] = ()
+    sha256: str | None = None
+    """The digest of the invoice's PDF when it was claimed."""
 
 
 ClaimResult = Literal["claimed", "delivered", "in_flight", "in_doubt", "free"]
@@ -365,7 +367,7 @@ class Journal:
 def _row(r: sa.Row[Any], state: str) -> DeliveryRow:
     return DeliveryRow(r.key, r.invoice_number, r.channel, state, r.transport, r.attempts,
                        r.reply, r.error_class, r.run_id, r.started_at, r.finished_at,
-                       tuple(json.loads(r.archived)) if r.archived else ())
+                       tuple(json.loads(r.archived)) if r.archived else (), r.sha256)
 
 
 def _aware(moment: datetime) -> datetime:

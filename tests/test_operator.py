@@ -58,15 +58,27 @@ def test_archive_under_a_regular_file_stops_before_anything_starts(
     home = tmp_path / "home"
     one_clear_message(run(home, INVOICES_ARCHIVE__URL=str(a_file / "archive")),
                       "INVOICES_ARCHIVE__URL", f"'{a_file / 'archive'}'",
-                      f"{a_file} is a file", "Point INVOICES_ARCHIVE__URL at a folder")
+                      f"{a_file} is a file", "Set INVOICES_ARCHIVE__URL to a local folder")
     assert not home.exists()  # not even Prefect's state: nothing was started
 
 
-def test_s3_archive_is_refused_instead_of_a_local_folder_named_s3(tmp_path: Path) -> None:
+def test_an_unknown_archive_scheme_is_refused_with_exit_2(tmp_path: Path) -> None:
     result = invoices("run", str(SAMPLE_EXTRACT), "--home", str(tmp_path / "home"),
-                      cwd=tmp_path, INVOICES_ARCHIVE__URL="s3://bucket/invoices")
-    one_clear_message(result, "INVOICES_ARCHIVE__URL", "'s3://bucket/invoices'",
-                      "s3:// URLs are not supported yet", "local folder path")
+                      cwd=tmp_path, INVOICES_ARCHIVE__URL="ftp://x")
+    one_clear_message(result, "INVOICES_ARCHIVE__URL", "'ftp://x'",
+                      "ftp:// archives are not supported", "s3://bucket/prefix")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_bucket_stops_the_run_saying_what_was_tried(
+        tmp_path: Path, s3_endpoint: str) -> None:
+    """Nothing is sent, and no local folder stands in for the bucket."""
+    result = invoices("run", str(SAMPLE_EXTRACT), "--home", str(tmp_path / "home"),
+                      cwd=tmp_path, INVOICES_ARCHIVE__URL="s3://no-such-bucket/invoices",
+                      INVOICES_ARCHIVE__ENDPOINT_URL=s3_endpoint)
+    one_clear_message(result, "INVOICES_ARCHIVE__URL", "'s3://no-such-bucket/invoices'",
+                      f"HeadBucket on 'no-such-bucket' at {s3_endpoint}",
+                      "the bucket does not exist")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
