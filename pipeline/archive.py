@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -41,6 +42,7 @@ __all__ = ["Archived", "pdf_blob", "archive_delivery", "index_rows", "artifact_r
 INDEX_PREFIX = "index"
 ARTIFACTS_PREFIX = "artifacts"
 BILLED_PREFIX = "billed"
+READ_WORKERS = 16
 
 
 def pdf_blob(doc: InvoiceDocument, pdf: bytes) -> Blob:
@@ -157,13 +159,18 @@ def _parts(storage: Storage, prefix: str, period: str | None = None) -> list[str
     return [k for k in storage.list(where) if k.endswith(".parquet")]
 
 
+def _frames(storage: Storage, parts: Sequence[str]) -> list[pl.DataFrame]:
+    with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+        return [pl.read_parquet(io.BytesIO(data)) for data in pool.map(storage.get, parts)]
+
+
 def _read_parts(storage: Storage, prefix: str, schema: pl.Schema) -> pl.DataFrame:
-    """Every part of a dataset; a part a compaction removed while it was being read is
-    found again in the compacted file, so the listing is simply taken again."""
+    """Every part of a dataset, fetched concurrently (a month of nightly runs is
+    thousands of parts until it is compacted). A part a compaction removed while it was
+    being read is found again in the compacted file, so the listing is taken again."""
     for attempt in range(5):
         try:
-            frames = [pl.read_parquet(io.BytesIO(storage.get(k)))
-                      for k in _parts(storage, prefix)]
+            frames = _frames(storage, _parts(storage, prefix))
             break
         except MissingObjectError:
             if attempt == 4:
@@ -242,9 +249,8 @@ def compact(storage: Storage, period: str | None = None) -> list[Compaction]:
             parts = _parts(storage, prefix, each)
             if len(parts) < 2:
                 continue
-            frames = [pl.read_parquet(io.BytesIO(storage.get(k))) for k in parts]
-            merged = dedup(pl.concat(frames, how="diagonal_relaxed").select(list(schema))
-                           .cast(schema))
+            merged = dedup(pl.concat(_frames(storage, parts), how="diagonal_relaxed")
+                           .select(list(schema)).cast(schema))
             key = f"{prefix}/period={each}/compacted-{keys.digest(*parts)[:16]}.parquet"
             try:
                 storage.put(key, _parquet(merged), retain=False)
