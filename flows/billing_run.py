@@ -1,120 +1,261 @@
-"""The nightly billing flow: ingest -> validate -> batches -> render -> deliver -> report.
+"""The billing flows: nightly billing of an extract, and one batch billed again.
 
-No business logic lives here; each task calls one ``pipeline`` function.
-Render and delivery run per batch as tasks; rendering itself happens in the
-run's worker processes, so a thread per in-flight batch is enough here.
+No business logic lives here; each task calls ``pipeline`` functions. A batch is
+the unit of work and of failure: ``bill_batch`` renders, delivers and archives
+one batch, takes plain inputs (the run as data, the batch's invoice numbers)
+and opens what it needs where it runs, so the same task runs in a thread of
+the flow's process (the default) or on a Dask worker (``DASK_ADDRESS``). A
+batch whose invoices did not all go out ends Failed, with its report; the flow
+ends Failed naming those batches once every other batch is done.
+
+Retrying a failed flow run (the UI's Retry) runs the flow again: invoices the
+journal records as delivered are neither rendered nor sent again, so only the
+failed batches' invoices go out, as they do with ``rerun-batch``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from collections import deque
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import keys
 from pipeline.archive import indexed_pairs, load_history
 from pipeline.batching import Batch, plan_batches
-from pipeline.context import RunContext, open_run
+from pipeline.context import (
+    RunContext,
+    RunSpec,
+    context_for,
+    extract_for,
+    forget_extract,
+    open_run,
+    remember_extract,
+)
 from pipeline.delivery import BatchReport, deliver_batch
+from pipeline.errors import PipelineError
 from pipeline.ingest import ExtractBundle, load_extract
 from pipeline.progress import progress
-from pipeline.render.stage import RenderedBatch, render_batch
+from pipeline.render.stage import render_batch
 from pipeline.report import summarize, write_exceptions, write_summary
 from pipeline.settings import Settings
+from pipeline.storage.local import write_atomic
 from pipeline.validate import Validation, validate
 
+__all__ = ["nightly_billing", "rerun_batch", "bill_batch", "BatchFailed", "BatchesFailed"]
+
 IN_FLIGHT_BATCHES = 4
+PLAN_FILE = "plan.json"
+DASK_ADDRESS = os.environ.get("DASK_ADDRESS") or None
+"""A Dask scheduler (``tcp://host:8786``): batches then run on its workers. Read when the
+flows are imported, because served flows are imported again by each run's process."""
 
 
-@task(cache_policy=NO_CACHE)
-def ingest(extract_dir: str, settings: Settings) -> ExtractBundle:
-    """Read and check the extract (raises ExtractSchemaError before anything is written)."""
-    return load_extract(extract_dir, settings.ingest.error_rows)
+def _task_runner() -> Any:
+    if DASK_ADDRESS is None:
+        return ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES)
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(address=DASK_ADDRESS)
 
 
-@task(cache_policy=NO_CACHE)
-def validate_extract(bundle: ExtractBundle, ctx: RunContext) -> Validation:
-    """Run the rules and write the rejections and the exceptions report."""
-    settings = ctx.settings
+class BatchFailed(Exception):
+    """Invoices of a batch did not go out; the report says which and why."""
+
+    def __init__(self, report: BatchReport, transient: bool) -> None:
+        first = next(iter(report.failed.items()), ("", ""))
+        super().__init__(f"batch {report.batch_id}: {len(report.failed)} invoice(s) failed, "
+                         f"first {first[0]}: {first[1]}")
+        self.report, self.transient = report, transient
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Prefect pickles the exception into the state
+        return (type(self), (self.report, self.transient))
+
+
+class BatchesFailed(PipelineError):
+    """The run ended with failed batches; its summary is complete and written."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        super().__init__("failed batches: " + ", ".join(
+            f"{b} ({why})" for b, why in summary["failed_batches"].items()))
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.summary,))
+
+
+def _transient_only(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry a batch whose failures were all transient (a relay down, a 4xx); never one a
+    template or a refused address broke."""
+    return isinstance(state.data, BatchFailed) and state.data.transient
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60],
+      retry_condition_fn=_transient_only, timeout_seconds=3600)
+def bill_batch(spec: RunSpec, batch: Batch) -> BatchReport:
+    """Render, deliver and archive one batch where this task runs."""
+    logger = get_run_logger()
+    ctx = context_for(spec)
+    report = deliver_batch(render_batch(extract_for(spec), batch, ctx), ctx)
+    for number, problem in report.failed.items():
+        logger.error("batch %s invoice %s failed: %s", batch.batch_id, number, problem)
+    for number, why in report.in_doubt.items():
+        logger.warning("batch %s invoice %s in doubt: %s", batch.batch_id, number, why)
+    logger.info("batch %s: %d delivered now, %d earlier, %d failed, %d in doubt",
+                batch.batch_id, len(report.delivered), len(report.already_delivered),
+                len(report.failed), len(report.in_doubt))
+    if report.failed:
+        raise BatchFailed(report, all(c == "transient" for c in report.failure_class.values()))
+    return report
+
+
+def _outcome(future: Any, batch: Batch) -> BatchReport:
+    """A batch's report, also when its task failed: every invoice stays accounted for."""
+    try:
+        return future.result()  # type: ignore[no-any-return]
+    except BatchFailed as exc:
+        return exc.report
+    except Exception as exc:  # a timeout, a crash: the batch's invoices failed with it
+        report = BatchReport(batch.batch_id)
+        for number in batch.numbers:
+            report.fail(number, f"batch {batch.batch_id} stopped: {type(exc).__name__}: {exc}")
+        return report
+
+
+def _settings(home: str | None) -> Settings:
+    return Settings(home=Path(home)) if home else Settings()
+
+
+def _validate(bundle: ExtractBundle, ctx: RunContext, today: date) -> Validation:
     history = load_history(ctx.storage)
     ctx.indexed = indexed_pairs(history.invoices)
-    validation = validate(bundle, settings.seller, settings.validation, history, edi=settings.edi)
+    settings = ctx.settings
+    validation = validate(bundle, settings.seller, settings.validation, history, today=today,
+                          edi=settings.edi)
     write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env)
-    create_table_artifact(
-        key="validation-by-rule", description="Invoices per validation rule",
-        table=[{"code": code, "severity": severity, "invoices": count}
-               for severity in ("error", "warning")
-               for code, count in validation.counts_by_rule(severity).items()])
     return validation
 
 
-@task(cache_policy=NO_CACHE)
-def render(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> RenderedBatch:
-    """Render one batch in the worker processes."""
-    return render_batch(bundle, batch, ctx)
+def _bill(spec: RunSpec, batches: list[Batch]) -> list[BatchReport]:
+    """Submit every batch, a few in flight, updating the UI's progress as they end."""
+    progress = create_progress_artifact(0.0, key="billing-progress",
+                                        description="Batches billed")
+    futures = [(bill_batch.submit(spec, batch), batch) for batch in batches]
+    reports = []
+    for done, (future, batch) in enumerate(futures, start=1):
+        reports.append(_outcome(future, batch))
+        update_progress_artifact(progress, 100.0 * done / len(futures))  # type: ignore[arg-type]
+    return reports
 
 
-@task(cache_policy=NO_CACHE)
-def deliver(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
-    """Deliver, archive and index one rendered batch."""
-    return deliver_batch(rendered, ctx)
+def _publish(summary: dict[str, Any], markdown: str, table: list[dict[str, Any]]) -> None:
+    create_table_artifact(table, key="billing-counts", description="Counts of the run")
+    create_markdown_artifact(markdown, key="billing-summary",
+                             description="Nightly billing run summary")
 
 
-@flow(name="nightly_billing",
-      task_runner=ThreadPoolTaskRunner(max_workers=IN_FLIGHT_BATCHES))  # type: ignore[arg-type]
-def nightly_billing(extract_dir: str, home: str | None = None,
+@flow(name="nightly-billing", task_runner=_task_runner())
+def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | None = None,
                     resend_in_doubt: bool = False) -> dict[str, Any]:
     """Bill one ERP extract end to end; returns the run summary.
 
-    ``resend_in_doubt`` re-sends what a stopped run left in doubt (an operator's call).
+    ``extract_dir`` may hold ``{run_date}`` (``/srv/erp/{run_date}``), filled with the
+    run date (today in Europe/Paris unless given). ``resend_in_doubt`` re-sends what a
+    stopped run left in doubt (an operator's call).
+
+    Raises:
+        BatchesFailed: some batches did not deliver every invoice; the summary, the
+            artifacts and the reports are written first.
     """
     started = time.perf_counter()
-    settings = Settings(home=Path(home)) if home else Settings()
+    day = run_date or datetime.now(ZoneInfo("Europe/Paris")).date()
+    source = extract_dir.format(run_date=day.isoformat())
+    settings = _settings(home)
+    logger = get_run_logger()
     stages: dict[str, float] = {}
 
-    bundle = ingest(extract_dir, settings)
+    bundle = load_extract(source, settings.ingest.error_rows)
     stages["ingest"] = time.perf_counter() - started
     ctx = open_run(settings, keys.extract_id(bundle.invoices["invoice_number"]),
                    resend_in_doubt)
+    remember_extract(bundle)
+    logger.info("run %s: %d invoices read from %s", ctx.run_id, bundle.invoices.height, source)
     try:
         mark = time.perf_counter()
-        validation = validate_extract(bundle, ctx)
+        validation = _validate(bundle, ctx, day)
         stages["validate"] = time.perf_counter() - mark
+        batches = plan_batches(validation.accepted, settings.render.batch_size)
+        write_atomic(ctx.reports_dir / PLAN_FILE, json.dumps(
+            {"extract": source, "batches": {b.batch_id: b.numbers for b in batches}}).encode())
+        logger.info("run %s: %d accepted, %d rejected, %d batches", ctx.run_id,
+                    validation.accepted.height, validation.rejected, len(batches))
 
         mark = time.perf_counter()
-        batches = plan_batches(validation.accepted, settings.render.batch_size)
         progress().start("render", validation.accepted.height)
         progress().start("deliver", validation.accepted.height)
-        reports: list[BatchReport] = []
-        pending: deque[Any] = deque()
-        try:
-            for batch in batches:
-                # Prefect resolves the render future before deliver runs; its stubs don't say
-                # so.
-                pending.append(deliver.submit(render.submit(bundle, batch, ctx), ctx))  # type: ignore[call-overload]
-                if len(pending) >= IN_FLIGHT_BATCHES:
-                    reports.append(pending.popleft().result())
-            reports.extend(future.result() for future in pending)
-        finally:  # never close the run under a batch still delivering
-            for future in pending:
-                future.wait()
+        reports = _bill(ctx.spec(source, render_in_process=DASK_ADDRESS is not None), batches)
         stages["render_deliver"] = time.perf_counter() - mark
         stages["render_cpu"] = sum(r.render_s for r in reports)
         stages["deliver_cpu"] = sum(r.deliver_s for r in reports)
 
-        summary = summarize(ctx.run_id, validation, reports, str(extract_dir),
+        summary = summarize(ctx.run_id, validation, reports, source,
                             time.perf_counter() - started, stages,
                             {c: t.name for c, t in ctx.transports.items()})
         write_summary(ctx.reports_dir, summary)
         write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env, summary)
-        create_markdown_artifact(summary.as_markdown(), key="billing-summary",
-                                 description="Nightly billing run summary")
-        return summary.as_dict()
+        _publish(summary.as_dict(), summary.as_markdown() + "\n\nExceptions report: "
+                 f"`{ctx.reports_dir / 'exceptions.html'}`", summary.as_table())
     finally:
         ctx.close()
+        forget_extract(bundle)
+    if summary.failed_batches:
+        raise BatchesFailed(summary.as_dict())
+    return summary.as_dict()
+
+
+@flow(name="rerun-batch", task_runner=_task_runner())
+def rerun_batch(run_id: str, batch_id: str, home: str | None = None) -> dict[str, Any]:
+    """Bill one batch of an earlier run again: what went out is not sent again."""
+    settings = _settings(home)
+    plan = json.loads((settings.home / "reports" / run_id / PLAN_FILE).read_text())
+    if batch_id not in plan["batches"]:
+        raise PipelineError(f"run {run_id} has no batch {batch_id}")
+    batch = Batch(batch_id, tuple(plan["batches"][batch_id]))
+    ctx = open_run(settings, f"rerun-{batch_id}")
+    try:
+        report = _outcome(bill_batch.submit(ctx.spec(plan["extract"]), batch), batch)
+    finally:
+        ctx.close()
+    result = {"run_id": ctx.run_id, "of_run": run_id, "batch_id": batch_id,
+              "invoices": len(batch.numbers), "delivered_now": len(report.delivered),
+              "already_delivered": len(report.already_delivered),
+              "failed": len(report.failed), "in_doubt": len(report.in_doubt)}
+    nothing = not report.delivered and not report.failed and not report.in_doubt
+    create_markdown_artifact(
+        f"**Batch {batch_id} of run {run_id}**\n\n"
+        + ("Nothing to send: every invoice of the batch was already delivered.\n\n"
+           if nothing else "")
+        + "| invoices | delivered now | delivered earlier | failed | in doubt |\n"
+        "|---:|---:|---:|---:|---:|\n"
+        f"| {result['invoices']} | {result['delivered_now']} | {result['already_delivered']} "
+        f"| {result['failed']} | {result['in_doubt']} |\n"
+        + "".join(f"\n- {n}: {why}" for n, why in report.failed.items()),
+        key="rerun-batch", description=f"Batch {batch_id} billed again")
+    if report.failed:
+        raise BatchFailed(report, transient=False)
+    return result

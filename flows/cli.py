@@ -106,6 +106,12 @@ def _prepare_prefect(home: Path, verbose: bool) -> None:
     # The temporary API server is a subprocess this process cannot filter: unless
     # asked, it stays silent (its failures reach us as errors of the flow).
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING" if verbose else "CRITICAL")
+    # Prefect waits 20 s for its temporary API server, counting only its own sleeps; a
+    # loaded machine needs longer to import and migrate it, and a nightly run must not die
+    # of that.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    # The pipeline's own log records reach the run's logs in the UI.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
 
 
 class _NoTraceback(logging.Formatter):
@@ -192,7 +198,7 @@ def run(extract_dir: Annotated[Path, typer.Argument(help="Extract directory (7 P
 def _run_flow(extract_dir: Path, home: Path, verbose: bool,
               resend_in_doubt: bool) -> dict[str, Any]:
     _prepare_prefect(home, verbose)
-    from flows.billing_run import nightly_billing
+    from flows.billing_run import BatchesFailed, nightly_billing
     from pipeline.progress import set_progress
 
     if not verbose:
@@ -201,10 +207,41 @@ def _run_flow(extract_dir: Path, home: Path, verbose: bool,
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console))
     set_progress(bars)
     try:
-        return nightly_billing(str(extract_dir), str(home), resend_in_doubt)
+        return nightly_billing(str(extract_dir), str(home), resend_in_doubt=resend_in_doubt)
+    except BatchesFailed as exc:  # the summary says which invoices and why
+        return exc.summary
     finally:
         set_progress(None)
         bars.close()
+
+
+@app.command()
+def serve(
+    extract: Annotated[str, typer.Option(
+        help="Extract location of the nightly run; {run_date} is replaced by the run date "
+             "(for example /srv/erp/{run_date}).")],
+    home: HomeOption = Path("var"),
+    cron: Annotated[str, typer.Option(help="When nightly-billing runs.")] = "0 2 * * *",
+    timezone: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "Europe/Paris",
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve the nightly-billing (scheduled) and rerun-batch deployments until stopped.
+
+    Runs and workers use the Prefect API of PREFECT_API_URL (a `prefect server start`
+    or Prefect Cloud); each run executes in a process of its own on this machine.
+    """
+    from pipeline.preflight import check_settings, load_settings
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise typer.BadParameter("set PREFECT_API_URL to the Prefect server that "
+                                     "schedules the runs (see the README)")
+        _prepare_prefect(settings.home, verbose)
+        from flows.deployments import serve_deployments
+
+        serve_deployments(extract, str(settings.home), cron, timezone)
 
 
 @app.command()

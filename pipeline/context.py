@@ -1,25 +1,55 @@
-"""RunContext: the side-effecting resources of one run, opened and closed in one place."""
+"""The resources of a run, opened where the work runs.
+
+A run is described by a ``RunSpec``: plain, picklable data (settings as a dict,
+the run id, the extract's location). The process that starts the run opens it
+with ``open_run``, which registers the run in the journal; any process that
+works on it (a thread of the same process, a worker process, a Dask worker on
+another machine) calls ``context_for(spec)`` and gets the run's journal,
+archive, channels and renderer, opened once per process and reused by every
+batch that process handles.
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from secrets import token_hex
+from typing import Any
 
 import jinja2
 
 from pipeline.channels import Formatter, make_formatters, make_transports
 from pipeline.channels.transports import Transport
-from pipeline.executor import Executor, make_executor
+from pipeline.executor import Executor, SerialExecutor, make_executor
+from pipeline.ingest import ExtractBundle, load_extract
 from pipeline.journal import Journal
 from pipeline.render.templates import make_environment
 from pipeline.settings import Settings
 from pipeline.storage import Storage, open_storage
 
-__all__ = ["RunContext", "open_run"]
+__all__ = ["RunSpec", "RunContext", "open_run", "context_for", "extract_for", "close_all"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run as plain data: what a task needs to open the run's resources anywhere."""
+
+    settings: dict[str, Any]
+    run_id: str
+    reports_dir: str
+    extract_dir: str
+    resend_in_doubt: bool = False
+    render_in_process: bool = False
+    """Render in the task's own process (on a Dask worker: the workers are the pool)."""
+
+    def load_settings(self) -> Settings:
+        """The run's settings, with the secrets of this process's environment."""
+        return Settings(**self.settings)
 
 
 @dataclass
@@ -42,14 +72,29 @@ class RunContext:
     locks: dict[str, threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock))
     """One per channel: batches deliver in parallel threads, a connection serves one."""
+    owner: bool = False
+    """This process registered the run (``open_run``) and ends it when it closes."""
+
+    def spec(self, extract_dir: str, render_in_process: bool = False) -> RunSpec:
+        """This run as plain data, for tasks that may run in another process."""
+        return RunSpec(self.settings.as_plain_data(), self.run_id,
+                       str(self.reports_dir), extract_dir, self.resend_in_doubt,
+                       render_in_process)
 
     def close(self) -> None:
-        """Stop workers, close connections, and mark the run finished in the journal."""
+        """Stop workers and close connections; the owner also marks the run finished."""
+        _OPEN.pop(self.run_id, None)
         self.executor.shutdown()
         for transport in self.transports.values():
             transport.close()
-        self.journal.end_run(self.run_id)
+        if self.owner:
+            self.journal.end_run(self.run_id)
         self.journal.dispose()
+
+
+_OPEN: dict[str, RunContext] = {}
+_EXTRACTS: dict[tuple[str, int], ExtractBundle] = {}
+_LOCK = threading.Lock()
 
 
 def _claim_run(reports: Path, extract_id: str) -> tuple[str, Path]:
@@ -70,22 +115,72 @@ def _claim_run(reports: Path, extract_id: str) -> tuple[str, Path]:
         return run_id, reports / run_id
 
 
-def open_run(settings: Settings, extract_id: str, resend_in_doubt: bool = False) -> RunContext:
-    """Create the home directory layout, claim a run id and open every resource of a run."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    run_id, reports_dir = _claim_run(settings.home / "reports", extract_id)
+def _open(settings: Settings, run_id: str, reports_dir: Path, resend_in_doubt: bool,
+          executor: Executor, owner: bool) -> RunContext:
     env = make_environment(settings.render.templates_dir)
     journal = Journal(settings.ledger_url)
-    journal.begin_run(run_id)
-    return RunContext(
-        settings=settings,
-        run_id=run_id,
-        reports_dir=reports_dir,
-        journal=journal,
-        storage=open_storage(settings),
-        formatters=make_formatters(settings, env, journal),
-        transports=make_transports(settings),
-        executor=make_executor(settings.render.workers),
-        env=env,
-        resend_in_doubt=resend_in_doubt,
-    )
+    if owner:
+        journal.begin_run(run_id)
+    ctx = RunContext(
+        settings=settings, run_id=run_id, reports_dir=reports_dir, journal=journal,
+        storage=open_storage(settings), formatters=make_formatters(settings, env, journal),
+        transports=make_transports(settings), executor=executor, env=env,
+        resend_in_doubt=resend_in_doubt, owner=owner)
+    _OPEN[run_id] = ctx
+    return ctx
+
+
+def open_run(settings: Settings, extract_id: str, resend_in_doubt: bool = False) -> RunContext:
+    """Create the home directory layout, claim a run id, register the run in the journal
+    and open its resources in this process."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    run_id, reports_dir = _claim_run(settings.home / "reports", extract_id)
+    return _open(settings, run_id, reports_dir, resend_in_doubt,
+                 make_executor(settings.render.workers), owner=True)
+
+
+def context_for(spec: RunSpec) -> RunContext:
+    """The run's resources in this process: those ``open_run`` opened here, or new ones,
+    opened once and kept until the process ends (a worker serves many batches)."""
+    with _LOCK:
+        if (ctx := _OPEN.get(spec.run_id)) is not None:
+            return ctx
+        settings = spec.load_settings()
+        from pipeline.archive import indexed_pairs, read_index  # archive imports this module
+
+        executor = SerialExecutor() if spec.render_in_process else make_executor(
+            settings.render.workers)
+        ctx = _open(settings, spec.run_id, Path(spec.reports_dir), spec.resend_in_doubt,
+                    executor, owner=False)
+        ctx.indexed = indexed_pairs(read_index(ctx.storage))
+        return ctx
+
+
+def extract_for(spec: RunSpec) -> ExtractBundle:
+    """The run's extract, read once per process (the flow's own reading is registered
+    with ``remember_extract`` so that threads of its process do not read it again)."""
+    source = Path(spec.extract_dir)
+    key = (str(source.resolve()), os.getpid())
+    with _LOCK:
+        if key not in _EXTRACTS:
+            _EXTRACTS[key] = load_extract(source, spec.load_settings().ingest.error_rows)
+        return _EXTRACTS[key]
+
+
+def remember_extract(bundle: ExtractBundle) -> None:
+    """Keep an extract this process has read, for ``extract_for``."""
+    with _LOCK:
+        _EXTRACTS[(str(Path(bundle.source).resolve()), os.getpid())] = bundle
+
+
+def forget_extract(bundle: ExtractBundle) -> None:
+    """Drop a run's extract when the run is over."""
+    with _LOCK:
+        _EXTRACTS.pop((str(Path(bundle.source).resolve()), os.getpid()), None)
+
+
+@atexit.register
+def close_all() -> None:
+    """Close what worker processes opened (their contexts outlive each task)."""
+    for ctx in list(_OPEN.values()):
+        ctx.close()

@@ -54,6 +54,10 @@ class RunSummary:
     duration_s: float
     invoices_per_s: float
     stages_s: dict[str, float] = field(default_factory=dict)
+    outcomes_by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per channel, how many went out by this run: ``sent`` or ``written``."""
+    failed_batches: dict[str, str] = field(default_factory=dict)
+    """Batches with invoices that did not go out, and why (the first error)."""
 
     def __post_init__(self) -> None:
         if self.input_invoices != self.delivered + self.rejected + self.failed + self.in_doubt:
@@ -75,6 +79,21 @@ class RunSummary:
         """JSON-ready form."""
         return asdict(self)
 
+    def as_table(self) -> list[dict[str, Any]]:
+        """The counts as rows (the run's table artifact in the Prefect UI)."""
+        rows: list[dict[str, Any]] = [{"what": "invoices read", "count": self.input_invoices}]
+        rows += [{"what": f"{outcome} ({channel})", "count": n}
+                 for channel, counts in self.outcomes_by_channel.items()
+                 for outcome, n in counts.items()]
+        rows += [{"what": "delivered by an earlier run", "count": self.already_delivered}]
+        rows += [{"what": f"rejected {code}", "count": n}
+                 for code, n in self.rejections_by_rule.items()]
+        rows += [{"what": "failed", "count": self.failed},
+                 {"what": "in doubt", "count": self.in_doubt},
+                 {"what": "failed batches", "count": len(self.failed_batches)},
+                 {"what": "invoices per second", "count": self.invoices_per_s}]
+        return rows
+
     def as_markdown(self) -> str:
         """Short human summary (Prefect artifact, CLI)."""
         lines = [f"**Run {self.run_id}**", "",
@@ -89,6 +108,13 @@ class RunSummary:
         if self.rejections_by_rule:
             lines += ["| rule | invoices |", "|---|---:|"]
             lines += [f"| {code} | {n} |" for code, n in self.rejections_by_rule.items()]
+        if self.failed_batches:
+            lines += ["", "Failed batches (fix the cause, then Retry the run or run "
+                      "`rerun-batch`; what went out is never sent again):", ""]
+            lines += [f"- `{b}`: {why}" for b, why in self.failed_batches.items()]
+        if self.failures:
+            lines += ["", "Failed invoices:", ""]
+            lines += [f"- {n}: {why}" for n, why in list(self.failures.items())[:200]]
         if self.in_doubt_invoices:
             lines += ["", "In doubt (re-send with `--resend-in-doubt` once checked):", ""]
             lines += [f"- {n}: {why}" for n, why in self.in_doubt_invoices.items()]
@@ -104,8 +130,12 @@ def summarize(run_id: str, validation: Validation, reports: Sequence[BatchReport
     outcomes = Counter(o for r in reports for o in r.outcomes.values())
     already = sum(len(r.already_delivered) for r in reports)
     by_channel: Counter[str] = Counter()
+    by_outcome: dict[str, Counter[str]] = {}
     for r in reports:
         by_channel += r.by_channel()
+        for number, outcome in r.outcomes.items():
+            by_outcome.setdefault(r.delivered[number], Counter())[outcome] += 1
+    failed_batches = {r.batch_id: next(iter(r.failed.values())) for r in reports if r.failed}
     return RunSummary(
         run_id=run_id, extract=extract, input_invoices=validation.input_invoices,
         delivered=outcomes["sent"] + outcomes["written"] + already, sent=outcomes["sent"],
@@ -116,7 +146,9 @@ def summarize(run_id: str, validation: Validation, reports: Sequence[BatchReport
         warnings_by_rule=validation.counts_by_rule("warning"),
         failures=failures, in_doubt_invoices=in_doubt, duration_s=round(duration_s, 3),
         invoices_per_s=round(validation.input_invoices / duration_s, 2) if duration_s else 0.0,
-        stages_s={k: round(v, 3) for k, v in stages_s.items()})
+        stages_s={k: round(v, 3) for k, v in stages_s.items()},
+        outcomes_by_channel={c: dict(sorted(n.items())) for c, n in sorted(by_outcome.items())},
+        failed_batches=failed_batches)
 
 
 def _at_stake(findings: pl.DataFrame, by: str) -> pl.DataFrame:

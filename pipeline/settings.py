@@ -315,6 +315,26 @@ class Settings(BaseSettings):
         return (init_settings, env_settings,
                 TomlConfigSettingsSource(settings_cls, toml_file=files))
 
-    def as_worker_dict(self) -> dict[str, Any]:
-        """A plain, picklable form for render workers."""
-        return self.model_dump(mode="json")
+    def as_plain_data(self) -> dict[str, Any]:
+        """The settings as JSON-ready data, secrets left out.
+
+        Tasks receive settings as data (they may run in another process or on another
+        machine, and the orchestrator stores task inputs in its database); each process
+        takes the secrets from its own environment when it rebuilds them with
+        ``Settings(**data)``.
+        """
+        return _without_secrets(self, self.model_dump(mode="json"))
+
+
+def _without_secrets(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            del data[name]
+        elif isinstance(value, BaseModel):
+            _without_secrets(value, data[name])
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    _without_secrets(item, data[name][key])
+    return data
