@@ -10,7 +10,8 @@ import pytest
 from pipeline.ingest import ExtractBundle, load_extract
 from pipeline.sample import generate_extract
 from pipeline.settings import PROJECT_ROOT, Settings
-from tests.s3_server import s3_client, s3_endpoint  # noqa: F401  (fixtures for every module)
+from tests.prefect_server import prefect_api  # noqa: F401  (fixtures for every module)
+from tests.s3_server import s3_client, s3_endpoint  # noqa: F401
 
 SAMPLE_EXTRACT = PROJECT_ROOT / "sample_data" / "extract"
 INVOICES_CLI = Path(os.environ.get("VIRTUAL_ENV", PROJECT_ROOT / ".venv")) / "bin" / "invoices"

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import email
+import email.policy
 import ipaddress
 import socket
 import ssl
@@ -76,6 +78,7 @@ class RecordingHandler:
     """How long DATA's answer waits once the message is in (a slow or stuck relay)."""
     _faults: dict[str, list[_Fault]] = field(default_factory=dict)
     _refusals: dict[str, _Fault] = field(default_factory=dict)
+    _refused_subjects: dict[str, str] = field(default_factory=dict)
     _drop_after: set[int] = field(default_factory=set)
     _vanish_on: set[int] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -97,6 +100,13 @@ class RecordingHandler:
         """Answer ``reply`` to RCPT TO:<address>, always or for its first ``times`` RCPTs."""
         with self._lock:
             self._refusals[address.lower()] = _Fault(reply, times, reply.startswith("421"))
+
+    def refuse_subjects(self, words: dict[str, str]) -> None:
+        """Answer DATA with ``words[w]`` for a message whose Subject holds the word ``w``
+        (an invoice number): faults aimed at chosen invoices, whoever they go to. An empty
+        dict accepts everything again."""
+        with self._lock:
+            self._refused_subjects = dict(words)
 
     def drop_after(self, k: int) -> None:
         """Close the connection right after answering 250 to the k-th message (1-based)."""
@@ -164,6 +174,13 @@ class RecordingHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if fault := self._fault("DATA"):
             return self._answer(server, fault)
+        subject = email.message_from_bytes(bytes(envelope.original_content or b""),
+                                           policy=email.policy.default)["Subject"]
+        with self._lock:
+            refusal = next((reply for word, reply in self._refused_subjects.items()
+                            if word in str(subject).split()), None)
+        if refusal:
+            return refusal
         transport = server.transport
         auth = getattr(session, "auth_data", None)
         mail = ReceivedMail(
