@@ -54,6 +54,9 @@ class RunSummary:
     duration_s: float
     invoices_per_s: float
     stages_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Problems beside the deliveries that an operator must see (a delivered file or an
+    index part not archived, an outcome not recorded)."""
 
     def __post_init__(self) -> None:
         if self.input_invoices != self.delivered + self.rejected + self.failed + self.in_doubt:
@@ -68,8 +71,8 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         """0 when every invoice ended delivered or rejected, 1 when some failed or are in
-        doubt."""
-        return 1 if self.failed or self.in_doubt else 0
+        doubt, or when something needs an operator (``notes``)."""
+        return 1 if self.failed or self.in_doubt or self.notes else 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -89,6 +92,8 @@ class RunSummary:
         if self.rejections_by_rule:
             lines += ["| rule | invoices |", "|---|---:|"]
             lines += [f"| {code} | {n} |" for code, n in self.rejections_by_rule.items()]
+        if self.notes:
+            lines += ["", "Needs an operator:", ""] + [f"- {note}" for note in self.notes]
         if self.in_doubt_invoices:
             lines += ["", "In doubt (re-send with `--resend-in-doubt` once checked):", ""]
             lines += [f"- {n}: {why}" for n, why in self.in_doubt_invoices.items()]
@@ -116,7 +121,8 @@ def summarize(run_id: str, validation: Validation, reports: Sequence[BatchReport
         warnings_by_rule=validation.counts_by_rule("warning"),
         failures=failures, in_doubt_invoices=in_doubt, duration_s=round(duration_s, 3),
         invoices_per_s=round(validation.input_invoices / duration_s, 2) if duration_s else 0.0,
-        stages_s={k: round(v, 3) for k, v in stages_s.items()})
+        stages_s={k: round(v, 3) for k, v in stages_s.items()},
+        notes=[note for r in reports for note in r.notes])
 
 
 def _at_stake(findings: pl.DataFrame, by: str) -> pl.DataFrame:
