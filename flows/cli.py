@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -168,6 +169,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         error(f"failed {number}: {problem}")
     for number, why in list(summary["in_doubt_invoices"].items())[:20]:
         error(f"in doubt {number}: {why}")
+    for note in summary["notes"]:
+        error(f"needs an operator: {note}")
     if summary["in_doubt"]:
         error(f"{summary['in_doubt']} invoice(s) in doubt: check with `invoices deliveries "
               "--state in_doubt`, then re-run with --resend-in-doubt to send them again "
@@ -192,6 +195,7 @@ def run(extract_dir: Annotated[Path, typer.Argument(help="Extract directory (7 P
     _print_summary(summary)
     console.print(f"reports: {settings.home / 'reports' / summary['run_id']}")
     raise typer.Exit(ExitCode.SOME_FAILED if summary["failed"] or summary["in_doubt"]
+                     or summary["notes"]
                      else ExitCode.OK)
 
 
@@ -327,6 +331,13 @@ def validate_cmd(extract_dir: Annotated[Path, typer.Argument(help="Extract direc
     Console().print(table)
 
 
+class Status(StrEnum):
+    """How an archived invoice went out."""
+
+    sent = "sent"
+    written = "written"
+
+
 archive_app = typer.Typer(no_args_is_help=True,
                           help="Find, fetch, verify and compact the archive.")
 app.add_typer(archive_app, name="archive")
@@ -350,7 +361,7 @@ def archive_find(
         "--from", formats=["%Y-%m-%d"], help="Issued on or after (YYYY-MM-DD).")] = None,
     date_to: Annotated[datetime | None, typer.Option(
         "--to", formats=["%Y-%m-%d"], help="Issued on or before (YYYY-MM-DD).")] = None,
-    status: Annotated[str | None, typer.Option(help="sent or written.")] = None,
+    status: Annotated[Status | None, typer.Option(help="How it went out.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     home: HomeOption = Path("var"), verbose: VerboseOption = False,
 ) -> None:
@@ -361,13 +372,14 @@ def archive_find(
     with reported(verbose):
         rows = find(read_index(_archive_storage(home)), customer=customer, number=number,
                     date_from=date_from.date() if date_from else None,
-                    date_to=date_to.date() if date_to else None, status=status)
+                    date_to=date_to.date() if date_to else None,
+                    status=status.value if status else None)
     if as_json:
         print(json.dumps(rows.to_dicts(), default=str, ensure_ascii=False, indent=1))
         return
     table = Table(title=f"{rows.height} archived deliveries (keys and digests: --json)")
     for column in ("invoice", "customer", "type", "issued", "gross", "channel", "status"):
-        table.add_column(column, no_wrap=column in ("invoice", "issued"),
+        table.add_column(column, no_wrap=column in ("invoice", "issued", "gross"),
                          justify="right" if column == "gross" else "left")
     for r in rows.iter_rows(named=True):
         table.add_row(r["invoice_number"], r["customer_id"], r["invoice_type"],
@@ -418,7 +430,7 @@ def archive_compact(
     """Merge each period's index parts into one file, every row kept once."""
     from pipeline.archive import compact
 
-    if period is not None and not re.fullmatch(r"\d{4}-\d{2}", period):
+    if period is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
         raise typer.BadParameter(f"{period!r} is not a period (YYYY-MM)")
     with reported(verbose):
         done = compact(_archive_storage(home), period)

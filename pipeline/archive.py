@@ -35,7 +35,7 @@ from pipeline.storage import ArchiveConflictError, Blob, MissingObjectError, Sto
 from pipeline.storage.base import StorageError
 from pipeline.validate import History
 
-__all__ = ["Archived", "pdf_blob", "archive_delivery", "index_rows", "artifact_rows",
+__all__ = ["Archived", "archive_pdfs", "archive_delivery", "index_rows", "artifact_rows",
            "billed_rows", "write_index", "read_index", "read_artifacts", "load_history",
            "indexed_pairs", "compact", "Compaction", "DATASETS"]
 
@@ -45,10 +45,40 @@ BILLED_PREFIX = "billed"
 READ_WORKERS = 16
 
 
-def pdf_blob(doc: InvoiceDocument, pdf: bytes) -> Blob:
-    """An invoice's PDF under its deterministic key, with its number in the metadata."""
+def _pdf_blob(doc: InvoiceDocument, pdf: bytes) -> Blob:
     return Blob(keys.pdf_key(doc.number, doc.issue_date), pdf,
                 {"invoice-number": doc.number, "kind": "invoice-pdf"})
+
+
+def archive_pdfs(storage: Storage, pdfs: Sequence[tuple[InvoiceDocument, bytes]]
+                 ) -> list[StoredObject | StorageError | ValueError]:
+    """Archive the PDFs of invoices about to be sent, concurrently, one result each.
+
+    An invoice is archived before it is sent, so a PDF rendered again for an invoice
+    that never went out (a template fixed after the relay was down) may differ from the
+    one archived the first time. The first stays, as evidence of what was prepared; the
+    new one is kept beside it under a variant key (its digest before the suffix) and is
+    the one sent and indexed.
+    """
+    blobs: list[Blob | ValueError] = []
+    for doc, pdf in pdfs:
+        try:
+            blobs.append(_pdf_blob(doc, pdf))
+        except ValueError as exc:  # a number no key can hold: this invoice only
+            blobs.append(exc)
+    valid = [b for b in blobs if isinstance(b, Blob)]
+    stored = iter(storage.put_many(valid))
+    results: list[StoredObject | StorageError | ValueError] = []
+    for blob in blobs:
+        result = blob if isinstance(blob, ValueError) else next(stored)
+        if isinstance(blob, Blob) and isinstance(result, ArchiveConflictError):
+            try:
+                result = storage.put(keys.variant_key(blob.key, result.offered), blob.data,
+                                     blob.metadata)
+            except StorageError as exc:
+                result = exc
+        results.append(result)
+    return results
 
 
 def archive_delivery(storage: Storage, channel: str, name: str, data: bytes,
@@ -59,11 +89,21 @@ def archive_delivery(storage: Storage, channel: str, name: str, data: bytes,
     ``--resend-in-doubt``) is kept too, under a variant key, never over the first.
     """
     key = keys.delivery_key(channel, name, day)
-    metadata = {"invoice-number": " ".join(numbers)[:1024], "kind": f"delivery-{channel}"}
+    metadata = {"invoice-number": _fitting(numbers), "kind": f"delivery-{channel}"}
     try:
         return storage.put(key, data, metadata)
     except ArchiveConflictError as exc:
         return storage.put(keys.variant_key(key, exc.offered), data, metadata)
+
+
+def _fitting(numbers: Sequence[str], limit: int = 1024) -> str:
+    """As many whole invoice numbers as fit object metadata (S3 allows 2 KB in all)."""
+    kept: list[str] = []
+    for number in numbers:
+        if len(" ".join([*kept, number])) > limit:
+            return " ".join(kept) + f" (+{len(numbers) - len(kept)})"
+        kept.append(number)
+    return " ".join(kept)
 
 
 @dataclass(frozen=True)
@@ -117,7 +157,7 @@ def artifact_rows(archived: Sequence[Archived]) -> pl.DataFrame:
 
 def billed_rows(docs: Iterable[InvoiceDocument]) -> pl.DataFrame:
     """The PO lines each delivered invoice billed, with their quantities."""
-    rows = [{"invoice_number": d.number, "po_number": d.po_number,
+    rows = [{"invoice_number": d.number, "line_no": line.line_no, "po_number": d.po_number,
              "po_line_no": line.po_line_no, "quantity": line.quantity,
              "period": _period(d.issue_date)}
             for d in docs if d.po_number for line in d.lines if line.po_line_no]
@@ -197,13 +237,14 @@ def read_artifacts(storage: Storage) -> pl.DataFrame:
     return _first_per(_read_parts(storage, ARTIFACTS_PREFIX, ARTIFACTS), ["storage_key"])
 
 
-def _billed(storage: Storage) -> pl.DataFrame:
-    return _read_parts(storage, BILLED_PREFIX, BILLED_LINES).unique(maintain_order=True)
-
-
 def load_history(storage: Storage) -> History:
-    """What earlier runs delivered, for validation."""
-    return History(read_index(storage), _billed(storage))
+    """What earlier runs delivered, for validation: the index, and the billed lines of
+    the invoices it holds (a run stopped before its index part leaves billed lines the
+    next run counts only once it has written the invoices' index rows again)."""
+    index = read_index(storage)
+    billed = _read_parts(storage, BILLED_PREFIX, BILLED_LINES).unique(maintain_order=True)
+    return History(index, billed.filter(pl.col("invoice_number").is_in(
+        index["invoice_number"].implode())))
 
 
 def indexed_pairs(index: pl.DataFrame) -> frozenset[tuple[str, str]]:
@@ -226,8 +267,7 @@ _DEDUP: dict[str, tuple[pl.Schema, Callable[[pl.DataFrame], pl.DataFrame]]] = {
     INDEX_PREFIX: (INDEX, lambda f: _first_per(f, ["invoice_number", "channel"])),
     ARTIFACTS_PREFIX: (ARTIFACTS, lambda f: _first_per(f, ["storage_key"])),
     BILLED_PREFIX: (pl.Schema({**BILLED_LINES, "period": pl.String()}),
-                    lambda f: f.unique(maintain_order=True).sort("invoice_number", "po_number",
-                                                                 "po_line_no")),
+                    lambda f: f.unique(maintain_order=True).sort("invoice_number", "line_no")),
 }
 DATASETS = tuple(_DEDUP)
 

@@ -69,20 +69,29 @@ def fetch(storage: Storage, number: str, out: Path) -> list[Path]:
                            f"{storage.location}")
     artifacts = read_artifacts(storage).filter(pl.col("invoice_numbers").list.contains(number))
     expected = expected_objects(index, artifacts)
-    written: list[Path] = []
     root = out.resolve()
-    for key, digest in sorted(expected.items()):
-        data = storage.get(key)
+    if root.exists() and not root.is_dir():
+        raise NotInArchive(f"--out {out} is a file, not a folder")
+    fetched: dict[Path, bytes] = {}
+    for key, digest in sorted(expected.items()):  # every file checked before one is written
+        try:
+            data = storage.get(key)
+        except MissingObjectError:
+            raise NotInArchive(f"{key} is named by the index but missing from "
+                               f"{storage.location}; nothing was written") from None
         if digest is not None and (found := sha256_of(data)) != digest:
             raise NotInArchive(f"{key}: stored bytes have sha256 {found}, the index says "
-                               f"{digest}; the archive copy was altered")
+                               f"{digest}; the archive copy was altered; nothing was written")
         path = (root / check_key(key)).resolve()
         if not path.is_relative_to(root):
             raise NotInArchive(f"{key} would be written outside {root}")
+        if path.exists() and path.read_bytes() != data:
+            raise NotInArchive(f"{path} exists with other bytes; choose an empty --out folder")
+        fetched[path] = data
+    for path, data in fetched.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        written.append(path)
-    return written
+    return list(fetched)
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ class Problem:
     """An object the archive should hold but does not, as archived."""
 
     key: str
-    kind: Literal["missing", "altered"]
+    kind: Literal["missing", "altered", "unindexed"]
     detail: str
 
 
@@ -119,7 +128,8 @@ def verify(storage: Storage, sample: float = 1.0, seed: int | None = None,
     compare its bytes with the archived sha256."""
     if not 0 < sample <= 1:
         raise ValueError(f"sample must be in (0, 1], not {sample}")
-    expected = expected_objects(read_index(storage), read_artifacts(storage))
+    index, artifacts = read_index(storage), read_artifacts(storage)
+    expected = expected_objects(index, artifacts)
     chosen: Iterable[str] = sorted(expected)
     if sample < 1 and expected:
         chosen = sorted(random.Random(seed).sample(sorted(expected),
@@ -128,4 +138,13 @@ def verify(storage: Storage, sample: float = 1.0, seed: int | None = None,
     with ThreadPoolExecutor(max_workers=workers) as pool:
         found = pool.map(lambda k: _check(storage, k, expected[k]), keys)
         problems = [p for p in found if p is not None]
-    return Verification(len(expected), len(keys), problems)
+    return Verification(len(expected), len(keys), problems + _unindexed(index, artifacts))
+
+
+def _unindexed(index: pl.DataFrame, artifacts: pl.DataFrame) -> list[Problem]:
+    """Archived invoice PDFs whose invoice has no index row: an index part was lost."""
+    orphans = artifacts.filter(pl.col("kind") == "invoice-pdf").explode("invoice_numbers").filter(
+        ~pl.col("invoice_numbers").is_in(index["invoice_number"].implode()))
+    return [Problem(key, "unindexed", f"invoice {number} was archived as delivered but has "
+                                      "no index row (an index part is missing)")
+            for key, number in orphans.select("storage_key", "invoice_numbers").iter_rows()]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline import keys
-from pipeline.archive import Archived, archive_delivery, pdf_blob, write_index
+from pipeline.archive import Archived, archive_delivery, archive_pdfs, write_index
 from pipeline.channels.base import Outgoing
 from pipeline.channels.transports.base import (
     Outcome,
@@ -218,6 +218,7 @@ class _ChannelDelivery:
             return archive_delivery(self.ctx.storage, self.channel, parcel.name, parcel.data,
                                     parcel.numbers, day)
         except (PipelineError, OSError, ValueError) as exc:
+            self.report.notes.append(f"{parcel.name} went out but was not archived: {exc}")
             for number in parcel.numbers:
                 self.replies[number].append(f"{parcel.name} not archived: {exc}")
             return None
@@ -337,15 +338,18 @@ def _unindexed(ctx: RunContext, docs: dict[str, InvoiceDocument],
     found: list[Archived] = []
     for row in ctx.journal.final_rows(wanted).values():
         doc = docs[row.invoice_number]
-        try:
-            pdf = ctx.storage.head(keys.pdf_key(doc.number, doc.issue_date))
+        key = keys.pdf_key(doc.number, doc.issue_date)
+        try:  # the PDF that was sent: the journal has its digest
+            pdf = ctx.storage.head(key)
+            if pdf is not None and row.sha256 and pdf.sha256 != row.sha256:
+                pdf = ctx.storage.head(keys.variant_key(key, row.sha256))
             carried = [c for k in row.archived if (c := ctx.storage.head(k)) is not None]
         except (PipelineError, ValueError) as exc:
             report.notes.append(f"{doc.number}: delivered, index row not rebuilt: {exc}")
             continue
-        if pdf is None:
-            report.notes.append(f"{doc.number}: delivered by run {row.run_id}, but its PDF "
-                                "is not in the archive")
+        if pdf is None or (row.sha256 and pdf.sha256 != row.sha256):
+            report.notes.append(f"{doc.number}: delivered by run {row.run_id}, but the PDF "
+                                f"it was sent with (sha256 {row.sha256}) is not in the archive")
             continue
         found.append(Archived(doc, pdf, row.channel, row.state, tuple(carried),
                               row.run_id or ctx.run_id))
@@ -380,7 +384,7 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
             items.append(Outgoing(doc, result.pdf, result.sha256))
     stored: dict[str, StoredObject] = {}
     # Every PDF is archived before anything is sent, all of the batch's at once.
-    for item, pdf in zip(items, ctx.storage.put_many([pdf_blob(i.doc, i.pdf) for i in items]),
+    for item, pdf in zip(items, archive_pdfs(ctx.storage, [(i.doc, i.pdf) for i in items]),
                          strict=True):
         if isinstance(pdf, StoredObject):
             stored[item.doc.number] = pdf

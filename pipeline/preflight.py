@@ -256,12 +256,23 @@ def _archive_problems(settings: Settings, writing: bool) -> list[SettingProblem]
         return [SettingProblem(_label(("archive", "endpoint_url")),
                                settings.archive.endpoint_url,
                                "an endpoint is only used by s3:// archives", hint)]
+    years = settings.archive.retention_years
+    if scheme is None and years:
+        return [SettingProblem(_label(("archive", "retention_years")), str(years),
+                               "retention needs an S3 archive with Object Lock; a folder "
+                               "cannot keep it", "Unset it, or archive to such a bucket.")]
     try:
-        problem = open_storage(settings).check(writing)
-    except ValueError as exc:  # an s3:// URL without a bucket
+        storage = open_storage(settings)
+        problem = storage.check(writing)
+    except ValueError as exc:  # an S3 URL without a bucket, or misspelt
         problem = str(exc)
     shown = _show(url) if url else str(settings.home / "archive")
-    return [SettingProblem(label, shown, problem, hint)] if problem else []
+    if problem:
+        return [SettingProblem(label, shown, problem, hint)]
+    if years and writing and (locked := storage.retention_problem()):  # type: ignore[attr-defined]
+        return [SettingProblem(_label(("archive", "retention_years")), str(years), locked,
+                               "Unset it, or archive to a bucket created with Object Lock.")]
+    return []
 
 
 def _ledger_problem(settings: Settings) -> tuple[str, str] | None:

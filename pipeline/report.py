@@ -58,6 +58,9 @@ class RunSummary:
     """Per channel, how many went out by this run: ``sent`` or ``written``."""
     failed_batches: dict[str, str] = field(default_factory=dict)
     """Batches with invoices that did not go out, and why (the first error)."""
+    notes: list[str] = field(default_factory=list)
+    """Problems beside the deliveries that an operator must see (a delivered file or an
+    index part not archived, an outcome not recorded)."""
 
     def __post_init__(self) -> None:
         if self.input_invoices != self.delivered + self.rejected + self.failed + self.in_doubt:
@@ -72,8 +75,8 @@ class RunSummary:
     @property
     def exit_code(self) -> int:
         """0 when every invoice ended delivered or rejected, 1 when some failed or are in
-        doubt."""
-        return 1 if self.failed or self.in_doubt else 0
+        doubt, or when something needs an operator (``notes``)."""
+        return 1 if self.failed or self.in_doubt or self.notes else 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -115,6 +118,8 @@ class RunSummary:
         if self.failures:
             lines += ["", "Failed invoices:", ""]
             lines += [f"- {n}: {why}" for n, why in list(self.failures.items())[:200]]
+        if self.notes:
+            lines += ["", "Needs an operator:", ""] + [f"- {note}" for note in self.notes]
         if self.in_doubt_invoices:
             lines += ["", "In doubt (re-send with `--resend-in-doubt` once checked):", ""]
             lines += [f"- {n}: {why}" for n, why in self.in_doubt_invoices.items()]
@@ -148,7 +153,7 @@ def summarize(run_id: str, validation: Validation, reports: Sequence[BatchReport
         invoices_per_s=round(validation.input_invoices / duration_s, 2) if duration_s else 0.0,
         stages_s={k: round(v, 3) for k, v in stages_s.items()},
         outcomes_by_channel={c: dict(sorted(n.items())) for c, n in sorted(by_outcome.items())},
-        failed_batches=failed_batches)
+        failed_batches=failed_batches, notes=[note for r in reports for note in r.notes])
 
 
 def _at_stake(findings: pl.DataFrame, by: str) -> pl.DataFrame:

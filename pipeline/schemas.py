@@ -206,6 +206,7 @@ ARTIFACTS = pl.Schema({
 # One row per archived invoice line that billed a PO line (for cumulative quantity checks).
 BILLED_LINES = pl.Schema({
     "invoice_number": pl.String(),
+    "line_no": pl.Int64(),
     "po_number": pl.String(),
     "po_line_no": pl.Int64(),
     "quantity": money.QUANTITY,

@@ -62,12 +62,22 @@ def test_archive_under_a_regular_file_stops_before_anything_starts(
     assert not home.exists()  # not even Prefect's state: nothing was started
 
 
-def test_an_unknown_archive_scheme_is_refused_with_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("url", "problem"), [
+    ("ftp://x", "ftp:// archives are not supported"),
+    ("s3:/bucket/x", "is not an S3 URL"),  # a typo never becomes a folder named "s3:"
+    ("s3://", "names no bucket")])
+def test_an_unknown_or_misspelt_archive_url_is_refused_with_exit_2(
+        tmp_path: Path, url: str, problem: str) -> None:
     result = invoices("run", str(SAMPLE_EXTRACT), "--home", str(tmp_path / "home"),
-                      cwd=tmp_path, INVOICES_ARCHIVE__URL="ftp://x")
-    one_clear_message(result, "INVOICES_ARCHIVE__URL", "'ftp://x'",
-                      "ftp:// archives are not supported", "s3://bucket/prefix")
+                      cwd=tmp_path, INVOICES_ARCHIVE__URL=url)
+    one_clear_message(result, "INVOICES_ARCHIVE__URL", f"'{url}'", problem,
+                      "s3://bucket/prefix")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_retention_on_a_folder_archive_is_refused(tmp_path: Path) -> None:
+    one_clear_message(run(tmp_path / "home", INVOICES_ARCHIVE__RETENTION_YEARS="10"),
+                      "INVOICES_ARCHIVE__RETENTION_YEARS", "needs an S3 archive")
 
 
 def test_an_unreachable_bucket_stops_the_run_saying_what_was_tried(

@@ -154,3 +154,34 @@ def test_unusable_extract_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.BAD_EXTRACT
     assert "po_lines.parquet" in result.stderr and "not a readable Parquet file" in result.stderr
     assert sorted(p.name for p in home.iterdir()) == ["prefect"]  # Prefect's own state only
+
+
+def test_an_index_part_not_written_is_said_and_the_next_run_writes_it(tmp_path: Path) -> None:
+    """Delivered is delivered: the run says the index part is missing (exit 1), and the
+    next run writes the rows from the journal, rejecting nothing as billed twice."""
+    from pipeline.archive import load_history
+    from pipeline.storage import LocalStorage
+
+    extract, home = tmp_path / "extract", tmp_path / "home"
+    generate_extract(extract, 30, seed=6)
+    (home / "archive").mkdir(parents=True)
+    (home / "archive" / "index").write_text("a file where the index folder goes")
+    result, first = run_cli(extract, home)
+    assert result.returncode == ExitCode.SOME_FAILED, result.stderr[-3000:]
+    assert first["failed"] == 0 and first["delivered"] > 0
+    assert any("index not written" in note for note in first["notes"])
+    assert "needs an operator" in result.stderr
+
+    (home / "archive" / "index").unlink()
+    result, second = run_cli(extract, home)
+    assert result.returncode == ExitCode.OK, result.stderr[-3000:]
+    assert second["rejected"] == first["rejected"]
+    assert second["already_delivered"] == first["delivered"]
+    history = load_history(LocalStorage(home / "archive"))
+    assert history.invoices.height == first["delivered"]
+    lines = pl.read_parquet(extract / "invoice_lines.parquet").join(
+        pl.read_parquet(extract / "invoices.parquet").filter(pl.col("po_number").is_not_null()),
+        on="invoice_number").filter(pl.col("invoice_number").is_in(
+            history.invoices["invoice_number"].implode()) & pl.col("po_line_no").is_not_null())
+    assert history.billed.height == lines.height
+    assert history.billed["quantity"].sum() == lines["quantity"].sum()

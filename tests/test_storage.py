@@ -21,16 +21,19 @@ import pytest
 from pipeline import keys
 from pipeline.archive import (
     Archived,
+    archive_pdfs,
+    billed_rows,
     compact,
     load_history,
     read_artifacts,
     read_index,
     write_index,
 )
+from pipeline.audit import verify
 from pipeline.errors import StorageError
 from pipeline.storage import ArchiveConflictError, Blob, LocalStorage, MissingObjectError
 from pipeline.storage.base import StoredObject, sha256_of
-from pipeline.storage.s3 import S3Storage
+from pipeline.storage.s3 import S3Storage, parse_s3_url
 from tests.s3_server import new_bucket
 
 BACKENDS = ["local", "s3"]
@@ -153,12 +156,13 @@ def test_a_large_file_is_stored_whole(storage) -> None:
 
 
 def _archived(storage, number: str, run_id: str, day: date = date(2026, 11, 3),
-              channel: str = "email") -> Archived:
+              channel: str = "email", po_number: str | None = None,
+              lines: tuple = ()) -> Archived:
     doc = SimpleNamespace(
         number=number, customer_id="C1", invoice_type="invoice", issue_date=day,
         due_date=day, total_net=Decimal("10.00"), total_vat=Decimal("2.00"),
         total_gross=Decimal("12.00"), currency="EUR", credited_invoice_number=None,
-        channel=channel, po_number=None, lines=[])
+        channel=channel, po_number=po_number, lines=list(lines))
     pdf = storage.put(keys.pdf_key(number, day), f"pdf {number}".encode())
     eml = storage.put(keys.delivery_key(channel, f"{number}.eml", day), b"eml " + number.encode())
     return Archived(doc, pdf, channel, "sent", (eml,), run_id)  # type: ignore[arg-type]
@@ -212,6 +216,40 @@ def test_polars_reads_the_index_straight_from_the_store(storage, tmp_path: Path)
     assert sorted(found["invoice_number"]) == ["F-0", "F-1", "F-2"]
 
 
+def test_a_pdf_rendered_again_for_an_unsent_invoice_is_kept_beside_the_first(storage) -> None:
+    """The first PDF stays as it was; the new one goes under a variant key and is the one
+    the invoice is sent and indexed with."""
+    doc = SimpleNamespace(number="FA-1", issue_date=date(2026, 11, 3))
+    [first] = archive_pdfs(storage, [(doc, b"%PDF before the template fix")])
+    [again] = archive_pdfs(storage, [(doc, b"%PDF before the template fix")])
+    [fixed, bad] = archive_pdfs(storage, [(doc, b"%PDF after the fix"),
+                                          (SimpleNamespace(number="x" * 300,
+                                                           issue_date=date(2026, 11, 3)),
+                                           b"%PDF")])
+    assert first.key == again.key == "invoices/2026/11/FA-1.pdf" and not again.created
+    assert fixed.key == f"invoices/2026/11/FA-1.{sha256_of(b'%PDF after the fix')[:12]}.pdf"
+    assert storage.get(first.key) == b"%PDF before the template fix"
+    assert isinstance(bad, ValueError)
+
+
+def test_billed_lines_count_every_line_and_only_indexed_invoices(storage) -> None:
+    """Two lines billing 10 and 10 on one PO line count 20; billed lines of an invoice
+    whose index part is missing wait until it is indexed again."""
+    lines = [SimpleNamespace(line_no=i, po_line_no=1, quantity=Decimal("10")) for i in (1, 2)]
+    kept = _archived(storage, "F-1", "run1", po_number="PO-1", lines=lines)
+    lost = _archived(storage, "F-2", "run1", po_number="PO-1", lines=lines)
+    billed = billed_rows([kept.doc, lost.doc])
+    write_index(storage, "b-1", [kept], "run1")
+    write_index(storage, "b-2", [lost], "run1")  # delivered, but its index part is lost:
+    storage.delete([k for k in storage.list("index") if "b-2" in k])
+    history = load_history(storage)
+    assert history.billed["quantity"].sum() == Decimal("20")
+    assert set(history.billed["invoice_number"]) == {"F-1"}
+    assert billed.height == 4
+    problems = verify(storage).problems
+    assert [(p.kind, p.key) for p in problems] == [("unindexed", lost.pdf.key)]
+
+
 # --- S3 only: what only an object store has ----------------------------------------------
 
 
@@ -235,8 +273,10 @@ def test_s3_retention_locks_artifacts_in_compliance_mode(s3_client, s3_endpoint)
     head = s3_client.head_object(Bucket=locked, Key="index/period=2026-11/r.parquet")
     assert "ObjectLockMode" not in head
 
+    assert storage.retention_problem() is None
     unlocked = S3Storage(new_bucket(s3_client), "", endpoint_url=s3_endpoint, retention_years=10)
-    assert "Object Lock is not enabled" in unlocked.check(writing=True)
+    assert unlocked.check(writing=True) is None
+    assert "Object Lock is not enabled" in unlocked.retention_problem()
 
 
 def test_s3_without_conditional_writes_keeps_the_same_promises(s3_client, s3_endpoint) -> None:
@@ -251,6 +291,9 @@ def test_s3_without_conditional_writes_keeps_the_same_promises(s3_client, s3_end
 def test_an_unreachable_store_says_what_was_tried(s3_client, s3_endpoint) -> None:
     missing = S3Storage("no-such-bucket", "", endpoint_url=s3_endpoint)
     assert "HeadBucket on 'no-such-bucket'" in missing.check(writing=True)
+    assert parse_s3_url("S3://Bucket/a/b/") == ("Bucket", "a/b")
+    with pytest.raises(ValueError, match="not an S3 URL"):
+        parse_s3_url("s3:/bucket/x")
     assert "does not exist" in missing.check(writing=True)
     closed = S3Storage("b", "", endpoint_url="http://127.0.0.1:9")
     problem = closed.check(writing=True)

@@ -20,7 +20,9 @@ __all__ = ["Storage", "StoredObject", "Blob", "LocalStorage", "ArchiveConflictEr
 
 SCHEMES = ("s3",)
 """URL schemes the archive understands; anything else with a scheme is refused."""
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Anything that starts like a URL is taken for one, so that a typo (``s3:/bucket``) is
+# refused instead of naming a local folder "s3:".
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 def url_scheme(url: str | None) -> str | None:

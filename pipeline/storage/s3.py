@@ -47,8 +47,9 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> (bucket, "some/prefix")."""
-    rest = url.removeprefix("s3://")
-    bucket, _, prefix = rest.partition("/")
+    if url[:5].lower() != "s3://":
+        raise ValueError(f"{url!r} is not an S3 URL; write s3://bucket or s3://bucket/prefix")
+    bucket, _, prefix = url[5:].partition("/")
     if not bucket:
         raise ValueError(f"{url!r} names no bucket; write s3://bucket or s3://bucket/prefix")
     return bucket, prefix.strip("/")
@@ -84,8 +85,8 @@ class S3Storage:
             f" at {endpoint_url}" if endpoint_url else "")
         self.client: Any = boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url,
-            config=Config(max_pool_connections=max(10, workers),
-                          retries={"max_attempts": 5, "mode": "standard"}))
+            config=Config(max_pool_connections=max(10, workers), connect_timeout=10,
+                          read_timeout=120, retries={"max_attempts": 5, "mode": "standard"}))
 
     def _key(self, key: str) -> str:
         check_key(key)
@@ -119,8 +120,10 @@ class S3Storage:
         except ClientError as exc:
             if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 found = self.head(key)
-                stored = found.sha256 if found else "(being written by another run)"
-                return self._same_or_conflict(key, stored, digest, len(data))
+                if found is None:  # another run's upload of the key is completing now
+                    raise StorageError(f"{self.location}: {key} is being written by another "
+                                       "run; re-run to compare it") from exc
+                return self._same_or_conflict(key, found.sha256, digest, len(data))
             if _code(exc) in ("NotImplemented", "501"):
                 raise StorageError(
                     f"{self.location}: the store refused a conditional write (If-None-Match) "
@@ -225,20 +228,22 @@ class S3Storage:
                     "AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, and the instance role)")
         except ClientError as exc:
             code = _code(exc)
-            what = {"404": "the bucket does not exist", "NoSuchBucket": "the bucket does "
-                    "not exist", "403": "access denied (check the credentials and the "
-                    "bucket policy)"}.get(code, str(exc))
+            what = {"404": "the bucket does not exist (or the endpoint is not an S3 store)",
+                    "NoSuchBucket": "the bucket does not exist", "403": "access denied "
+                    "(check the credentials and the bucket policy)"}.get(code, str(exc))
             return f"{tried}: {what}"
         except BotoCoreError as exc:
             return f"{tried}: {exc}"
-        if self.retention_years and writing:
-            try:
-                lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
-                enabled = lock["ObjectLockConfiguration"].get("ObjectLockEnabled") == "Enabled"
-            except ClientError:
-                enabled = False
-            if not enabled:
-                return (f"retention_years is {self.retention_years} but Object Lock is not "
-                        f"enabled on bucket {self.bucket!r} (GetObjectLockConfiguration); it "
-                        "can only be enabled when the bucket is created")
         return None
+
+    def retention_problem(self) -> str | None:
+        """Why the asked Object Lock retention cannot be applied to this bucket, or None."""
+        try:
+            lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            enabled = lock["ObjectLockConfiguration"].get("ObjectLockEnabled") == "Enabled"
+        except (ClientError, BotoCoreError):
+            enabled = False
+        if enabled:
+            return None
+        return (f"Object Lock is not enabled on bucket {self.bucket!r} "
+                "(GetObjectLockConfiguration); it can only be enabled when a bucket is created")
