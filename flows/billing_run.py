@@ -105,8 +105,7 @@ def _transient_only(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     return isinstance(state.data, BatchFailed) and state.data.transient
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 60],
-      retry_condition_fn=_transient_only, timeout_seconds=3600)
+@task(cache_policy=NO_CACHE, retry_condition_fn=_transient_only)
 def bill_batch(spec: RunSpec, batch: Batch) -> BatchReport:
     """Render, deliver and archive one batch where this task runs."""
     logger = get_run_logger()
@@ -151,11 +150,20 @@ def _validate(bundle: ExtractBundle, ctx: RunContext, today: date) -> Validation
     return validation
 
 
-def _bill(spec: RunSpec, batches: list[Batch]) -> list[BatchReport]:
+def _batch_task(settings: Settings) -> Any:
+    """``bill_batch`` with the retries and timeout of the settings."""
+    delivery = settings.delivery
+    return bill_batch.with_options(retries=delivery.batch_retries,
+                                   retry_delay_seconds=delivery.batch_retry_delays_s,
+                                   timeout_seconds=delivery.batch_timeout_s)
+
+
+def _bill(spec: RunSpec, batches: list[Batch], settings: Settings) -> list[BatchReport]:
     """Submit every batch, a few in flight, updating the UI's progress as they end."""
     progress = create_progress_artifact(0.0, key="billing-progress",
                                         description="Batches billed")
-    futures = [(bill_batch.submit(spec, batch), batch) for batch in batches]
+    billing = _batch_task(settings)
+    futures = [(billing.submit(spec, batch), batch) for batch in batches]
     reports = []
     for done, (future, batch) in enumerate(futures, start=1):
         reports.append(_outcome(future, batch))
@@ -208,7 +216,8 @@ def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | 
         mark = time.perf_counter()
         progress().start("render", validation.accepted.height)
         progress().start("deliver", validation.accepted.height)
-        reports = _bill(ctx.spec(source, render_in_process=DASK_ADDRESS is not None), batches)
+        reports = _bill(ctx.spec(source, render_in_process=DASK_ADDRESS is not None), batches,
+                        settings)
         stages["render_deliver"] = time.perf_counter() - mark
         stages["render_cpu"] = sum(r.render_s for r in reports)
         stages["deliver_cpu"] = sum(r.deliver_s for r in reports)
@@ -238,7 +247,8 @@ def rerun_batch(run_id: str, batch_id: str, home: str | None = None) -> dict[str
     batch = Batch(batch_id, tuple(plan["batches"][batch_id]))
     ctx = open_run(settings, f"rerun-{batch_id}")
     try:
-        report = _outcome(bill_batch.submit(ctx.spec(plan["extract"]), batch), batch)
+        report = _outcome(_batch_task(settings).submit(ctx.spec(plan["extract"]), batch),
+                          batch)
     finally:
         ctx.close()
     result = {"run_id": ctx.run_id, "of_run": run_id, "batch_id": batch_id,

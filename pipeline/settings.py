@@ -237,6 +237,14 @@ class DeliverySettings(BaseModel):
     wait_for_other_runs_s: float = Field(
         default=600, ge=0,
         description="How long a run waits for deliveries another live run has started.")
+    batch_retries: int = Field(
+        default=2, ge=0, le=10,
+        description="Times a batch whose failures were all transient is tried again.")
+    batch_retry_delays_s: list[float] = Field(
+        default=[30, 120], min_length=1,
+        description="Waits before each batch retry (the last one repeats).")
+    batch_timeout_s: float = Field(
+        default=3600, gt=0, description="A batch still running after this fails.")
 
 
 class ArchiveSettings(BaseModel):
