@@ -79,3 +79,32 @@ def test_a_file_name_too_long_is_refused_with_a_reason() -> None:
     with pytest.raises(ValueError, match="too long to name a file"):
         safe_component("/" * 90)
     assert safe_component("FA/2026/1") == "FA%2F2026%2F1"
+
+
+def test_render_workers_log_through_the_parent_naming_batch_and_invoice(
+        clean_bundle, tmp_path, caplog) -> None:
+    import logging
+    import shutil
+
+    from pipeline.settings import PROJECT_ROOT, Settings
+
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    base = templates / "base.html"
+    base.write_text(base.read_text().replace(
+        "</head>", "<style>p { color: notacolor }</style></head>", 1))
+    settings = Settings(home=tmp_path / "home", render={
+        "workers": 2, "batch_size": 10, "templates_dir": str(templates)})
+    accepted = validate(clean_bundle, settings.seller, settings.validation,
+                        today=date(2026, 11, 27)).accepted.head(2)
+    [batch] = plan_batches(accepted, 10)
+    ctx = open_run(settings, "logs")
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline"):
+            rendered = render_batch(clean_bundle, batch, ctx)
+    finally:
+        ctx.close()
+    assert all(r.pdf for r in rendered.rendered)
+    for number in batch.numbers:
+        assert any(f"batch {batch.batch_id} invoice {number}: weasyprint" in m
+                   and "notacolor" in m for m in caplog.messages), caplog.messages

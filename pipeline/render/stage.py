@@ -6,6 +6,7 @@ rendered again; what is rendered goes on to the delivery stage (``delivery``).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from pipeline.progress import progress
 from pipeline.render.worker import Rendered, w_render_batch
 
 __all__ = ["RenderedBatch", "render_batch"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
         except Exception as exc:  # a worker that died fails its chunk, not the night
             rendered += [Rendered(d.number, None, None, f"invoice {d.number}: render worker "
                                   f"failed: {type(exc).__name__}: {exc}") for d in chunk]
+    for result in rendered:  # the workers' log records, in the run's log
+        for level, name, message in result.logs:
+            log.log(level, "batch %s invoice %s: %s: %s", batch.batch_id, result.number, name,
+                    message)
     progress().advance("render", len(docs))
     return RenderedBatch(batch, {d.number: d for d in docs}, rendered, already,
                          time.perf_counter() - start)
