@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -32,12 +33,14 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.concurrency.sync import concurrency
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import keys
 from pipeline.archive import indexed_pairs, load_history
 from pipeline.batching import Batch, plan_batches
+from pipeline.channels.base import transport_name
 from pipeline.context import (
     RunContext,
     RunSpec,
@@ -61,6 +64,7 @@ __all__ = ["nightly_billing", "rerun_batch", "bill_batch", "BatchFailed", "Batch
 
 IN_FLIGHT_BATCHES = 4
 PLAN_FILE = "plan.json"
+SMTP_LIMIT = "smtp-relay"
 DASK_ADDRESS = os.environ.get("DASK_ADDRESS") or None
 """A Dask scheduler (``tcp://host:8786``): batches then run on its workers. Read when the
 flows are imported, because served flows are imported again by each run's process."""
@@ -110,7 +114,9 @@ def bill_batch(spec: RunSpec, batch: Batch) -> BatchReport:
     """Render, deliver and archive one batch where this task runs."""
     logger = get_run_logger()
     ctx = context_for(spec)
-    report = deliver_batch(render_batch(extract_for(spec), batch, ctx), ctx)
+    rendered = render_batch(extract_for(spec), batch, ctx)
+    with _relay_slot(ctx):
+        report = deliver_batch(rendered, ctx)
     for number, problem in report.failed.items():
         logger.error("batch %s invoice %s failed: %s", batch.batch_id, number, problem)
     for number, why in report.in_doubt.items():
@@ -121,6 +127,26 @@ def bill_batch(spec: RunSpec, batch: Batch) -> BatchReport:
     if report.failed:
         raise BatchFailed(report, all(c == "transient" for c in report.failure_class.values()))
     return report
+
+
+def _uses_relay(settings: Settings) -> bool:
+    return transport_name("email", settings) == "smtp"
+
+
+def _relay_slot(ctx: RunContext) -> Any:
+    """A slot of the smtp-relay limit while the batch delivers, when email goes by SMTP:
+    the relay's connection limit holds across every process and machine of the run."""
+    if not _uses_relay(ctx.settings):
+        return nullcontext()
+    return concurrency(SMTP_LIMIT, occupy=1, strict=True)
+
+
+def _create_relay_limit(settings: Settings) -> None:
+    """The limit must exist: a missing one is silently not enforced (strict raises)."""
+    if _uses_relay(settings):
+        with get_client(sync_client=True) as client:
+            client.upsert_global_concurrency_limit_by_name(SMTP_LIMIT,
+                                                           settings.smtp.parallel_batches)
 
 
 def _outcome(future: Any, batch: Batch) -> BatchReport:
@@ -213,6 +239,7 @@ def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | 
         logger.info("run %s: %d accepted, %d rejected, %d batches", ctx.run_id,
                     validation.accepted.height, validation.rejected, len(batches))
 
+        _create_relay_limit(settings)
         mark = time.perf_counter()
         progress().start("render", validation.accepted.height)
         progress().start("deliver", validation.accepted.height)
@@ -246,6 +273,7 @@ def rerun_batch(run_id: str, batch_id: str, home: str | None = None) -> dict[str
         raise PipelineError(f"run {run_id} has no batch {batch_id}")
     batch = Batch(batch_id, tuple(plan["batches"][batch_id]))
     ctx = open_run(settings, f"rerun-{batch_id}")
+    _create_relay_limit(settings)
     try:
         report = _outcome(_batch_task(settings).submit(ctx.spec(plan["extract"]), batch),
                           batch)

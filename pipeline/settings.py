@@ -196,6 +196,10 @@ class SmtpSettings(BaseModel):
     timeout_s: float = Field(default=30, gt=0, description="Socket timeout per command.")
     rate_per_s: float = Field(default=0, ge=0,
                               description="Most messages per second (0: as fast as the relay).")
+    parallel_batches: int = Field(
+        default=2, ge=1, le=64,
+        description="Batches sending to the relay at once, across every process and machine "
+                    "of a run (the Prefect global concurrency limit smtp-relay).")
     retries: int = Field(default=5, ge=0, le=50,
                          description="Retries of a 4xx answer or a dropped connection.")
     backoff_s: float = Field(default=1.0, ge=0, description="First retry delay, doubling.")
