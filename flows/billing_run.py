@@ -177,11 +177,11 @@ def _validate(bundle: ExtractBundle, ctx: RunContext, today: date) -> Validation
 
 
 def _batch_task(settings: Settings) -> Any:
-    """``bill_batch`` with the retries and timeout of the settings."""
+    """``bill_batch`` with the retries of the settings (time limits are the render
+    stage's and the transports': a task timeout cannot stop a thread)."""
     delivery = settings.delivery
     return bill_batch.with_options(retries=delivery.batch_retries,
-                                   retry_delay_seconds=delivery.batch_retry_delays_s,
-                                   timeout_seconds=delivery.batch_timeout_s)
+                                   retry_delay_seconds=delivery.batch_retry_delays_s)
 
 
 def _bill(spec: RunSpec, batches: list[Batch], settings: Settings) -> list[BatchReport]:

@@ -69,6 +69,9 @@ class RenderSettings(BaseModel):
     chunk_size: int = Field(default=10, ge=1, le=5000,
                             description="Invoices per render job sent to a worker: small chunks "
                                         "keep every worker busy until the last invoice.")
+    batch_timeout_s: float = Field(
+        default=1800, gt=0,
+        description="A batch's invoices not rendered by then fail (a stuck worker).")
     templates_dir: Path = Field(default=PROJECT_ROOT / "templates",
                                 description="Root of the Jinja templates and assets.")
     engine: Literal["weasyprint"] = Field(default="weasyprint",
@@ -247,8 +250,6 @@ class DeliverySettings(BaseModel):
     batch_retry_delays_s: list[float] = Field(
         default=[30, 120], min_length=1,
         description="Waits before each batch retry (the last one repeats).")
-    batch_timeout_s: float = Field(
-        default=3600, gt=0, description="A batch still running after this fails.")
 
 
 class ArchiveSettings(BaseModel):

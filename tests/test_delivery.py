@@ -108,3 +108,21 @@ def test_render_workers_log_through_the_parent_naming_batch_and_invoice(
     for number in batch.numbers:
         assert any(f"batch {batch.batch_id} invoice {number}: weasyprint" in m
                    and "notacolor" in m for m in caplog.messages), caplog.messages
+
+
+def test_invoices_not_rendered_in_time_fail_with_the_setting_to_change(
+        clean_bundle, tmp_path) -> None:
+    from pipeline.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", render={
+        "workers": 2, "batch_size": 10, "batch_timeout_s": 0.001})
+    accepted = validate(clean_bundle, settings.seller, settings.validation,
+                        today=date(2026, 11, 27)).accepted.head(3)
+    [batch] = plan_batches(accepted, 10)
+    ctx = open_run(settings, "slow")
+    try:
+        report = deliver_batch(render_batch(clean_bundle, batch, ctx), ctx)
+    finally:
+        ctx.close()
+    assert set(report.failed) == set(batch.numbers)
+    assert all("INVOICES_RENDER__BATCH_TIMEOUT_S" in e for e in report.failed.values())

@@ -58,9 +58,15 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
     futures = [ctx.executor.submit(w_render_batch, chunk, str(render.templates_dir),
                                    render.engine) for chunk in chunks]
     rendered: list[Rendered] = []
+    deadline = time.monotonic() + render.batch_timeout_s
     for chunk, future in zip(chunks, futures, strict=True):
         try:
-            rendered += future.result()
+            rendered += future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            future.cancel()
+            rendered += [Rendered(d.number, None, None, f"invoice {d.number}: not rendered "
+                                  f"within the batch's {render.batch_timeout_s:.0f} s "
+                                  "(INVOICES_RENDER__BATCH_TIMEOUT_S)") for d in chunk]
         except Exception as exc:  # a worker that died fails its chunk, not the night
             rendered += [Rendered(d.number, None, None, f"invoice {d.number}: render worker "
                                   f"failed: {type(exc).__name__}: {exc}") for d in chunk]
