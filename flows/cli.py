@@ -107,6 +107,10 @@ def _prepare_prefect(home: Path, verbose: bool) -> None:
     # The temporary API server is a subprocess this process cannot filter: unless
     # asked, it stays silent (its failures reach us as errors of the flow).
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING" if verbose else "CRITICAL")
+    # Prefect waits 20 s for its temporary API server, counting only its own sleeps; a
+    # loaded machine needs longer to import and migrate it, and a nightly run must not die
+    # of that.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
 
 class _NoTraceback(logging.Formatter):

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -185,3 +186,20 @@ def test_an_index_part_not_written_is_said_and_the_next_run_writes_it(tmp_path: 
             history.invoices["invoice_number"].implode()) & pl.col("po_line_no").is_not_null())
     assert history.billed.height == lines.height
     assert history.billed["quantity"].sum() == lines["quantity"].sum()
+
+
+def test_the_embedded_prefect_api_starts_on_a_loaded_machine(tmp_path: Path) -> None:
+    """Prefect gives its temporary API server 20 s (of its own sleeps) by default; importing
+    and migrating it on a fresh home takes longer on two busy cores. The CLI waits longer,
+    so the run goes on instead of dying of a start-up timeout."""
+    extract, home = tmp_path / "extract", tmp_path / "home"
+    generate_extract(extract, 8, seed=9)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+               for _ in range(4)]  # two busy processes per core
+    try:
+        result, summary = run_cli(extract, home)
+    finally:
+        for burner in burners:
+            burner.kill()
+    assert result.returncode == ExitCode.OK, result.stderr[-3000:]
+    assert summary["delivered"] == summary["input_invoices"] - summary["rejected"] > 0
