@@ -159,12 +159,12 @@ def test_sigkill_while_archiving_then_a_rerun_leaves_the_index_whole(
     import boto3
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     bucket = new_bucket(client)
-    # One batch of 120: its index part is written only once all of them went out, which
+    # One batch of 60: its index part is written only once all of them went out, which
     # leaves seconds between the first delivered file and the part for the kill to land in.
     env = {"INVOICES_ARCHIVE__URL": f"s3://{bucket}/{PREFIX}",
-           "INVOICES_ARCHIVE__ENDPOINT_URL": s3_endpoint, "INVOICES_RENDER__BATCH_SIZE": "120"}
+           "INVOICES_ARCHIVE__ENDPOINT_URL": s3_endpoint, "INVOICES_RENDER__BATCH_SIZE": "60"}
     extract, home = tmp_path / "extract", tmp_path / "home"
-    generate_extract(extract, 120, seed=21)
+    generate_extract(extract, 60, seed=21)
 
     def count(prefix: str) -> int:
         return client.list_objects_v2(Bucket=bucket, Prefix=f"{PREFIX}/{prefix}")["KeyCount"]

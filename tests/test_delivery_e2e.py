@@ -170,7 +170,7 @@ def test_two_runs_started_together_send_every_email_once(smtp, small_extract, tm
 
 def test_sigkill_mid_delivery_leaves_only_what_was_in_flight_in_doubt(smtp, tmp_path) -> None:
     extract = tmp_path / "extract"
-    generate_extract(extract, 600, seed=5)
+    generate_extract(extract, 250, seed=5)
     expected = email_invoices(extract).height
     home = tmp_path / "home"
     env = smtp_env(smtp, INVOICES_SMTP__RATE_PER_S="25")

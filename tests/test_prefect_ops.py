@@ -27,6 +27,7 @@ from pipeline.validate import validate
 from tests.conftest import INVOICES_CLI, SAMPLE_EXTRACT
 from tests.pg_server import postgres_url  # noqa: F401  (fixture)
 from tests.prefect_server import PrefectApi
+from tests.s3_server import new_bucket
 from tests.servers import SmtpTestServer
 from tests.test_delivery_e2e import email_invoices, finish, message_ids, smtp_env, start_cli
 
@@ -125,7 +126,7 @@ def test_the_flow_on_a_dask_cluster_makes_the_same_outputs(
     from distributed import LocalCluster
 
     extract = tmp_path / "extract"
-    generate_extract(extract, 60, seed=31)
+    generate_extract(extract, 30, seed=31)
     env = {"PREFECT_API_URL": prefect_api.url}
     status, output, threads = finish(start_cli(extract, tmp_path / "threads", **env),
                                      tmp_path / "threads")
@@ -145,7 +146,10 @@ def test_the_flow_on_a_dask_cluster_makes_the_same_outputs(
 
 
 def test_two_machines_sharing_a_postgresql_journal_deliver_every_invoice_once(
-        postgres_url: str, tmp_path: Path) -> None:  # noqa: F811
+        postgres_url: str, s3_endpoint: str, tmp_path: Path) -> None:  # noqa: F811
+    """Two homes (machines) share what the README says they must: the journal, on
+    PostgreSQL, and the archive, on S3."""
+    import boto3
     import sqlalchemy as sa
 
     database = f"machines_{tmp_path.name[-12:].replace('-', '_').lower()}"
@@ -154,9 +158,12 @@ def test_two_machines_sharing_a_postgresql_journal_deliver_every_invoice_once(
     smtp = SmtpTestServer().start()
     try:
         extract = tmp_path / "extract"
-        generate_extract(extract, 60, seed=32)
+        generate_extract(extract, 30, seed=32)
+        bucket = new_bucket(boto3.client("s3", endpoint_url=s3_endpoint))
         env = {**smtp_env(smtp),
-               "INVOICES_LEDGER__URL": postgres_url.rsplit("/", 1)[0] + f"/{database}"}
+               "INVOICES_LEDGER__URL": postgres_url.rsplit("/", 1)[0] + f"/{database}",
+               "INVOICES_ARCHIVE__URL": f"s3://{bucket}/billing",
+               "INVOICES_ARCHIVE__ENDPOINT_URL": s3_endpoint}
         runs = [start_cli(extract, tmp_path / f"machine{i}", **env) for i in (1, 2)]
         results = [finish(run, tmp_path / f"machine{i}") for i, run in zip((1, 2), runs,
                                                                             strict=True)]
@@ -165,5 +172,9 @@ def test_two_machines_sharing_a_postgresql_journal_deliver_every_invoice_once(
         expected = email_invoices(extract).height
         assert len(smtp.received) == len(message_ids(smtp)) == expected
         assert sum(summary["sent"] for _, _, summary in results) == expected
+        found = json.loads(subprocess.run(
+            [str(INVOICES_CLI), "archive", "find", "--json", "--home", str(tmp_path / "machine1")],
+            capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout)
+        assert len(found) == sum(s["sent"] + s["written"] for _, _, s in results)
     finally:
         smtp.stop()
