@@ -19,7 +19,7 @@ import json
 import os
 import time
 from contextlib import nullcontext
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +34,8 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -92,11 +94,18 @@ class BatchFailed(Exception):
 
 
 class BatchesFailed(PipelineError):
-    """The run ended with failed batches; its summary is complete and written."""
+    """The run ended with work for an operator (failed batches, invoices in doubt, notes);
+    its summary is complete and written."""
 
     def __init__(self, summary: dict[str, Any]) -> None:
-        super().__init__("failed batches: " + ", ".join(
-            f"{b} ({why})" for b, why in summary["failed_batches"].items()))
+        problems = ["failed batches: " + ", ".join(
+            f"{b} ({why})" for b, why in summary["failed_batches"].items())
+            ] if summary["failed_batches"] else []
+        if summary["in_doubt"]:
+            problems.append(f"{summary['in_doubt']} invoice(s) in doubt")
+        if summary["notes"]:
+            problems.append("needs an operator: " + "; ".join(summary["notes"][:5]))
+        super().__init__("; ".join(problems))
         self.summary = summary
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -162,6 +171,14 @@ def _outcome(future: Any, batch: Batch) -> BatchReport:
         return report
 
 
+def _scheduled_day() -> date:
+    """The day the run was scheduled for, in Paris: a Retry on Monday of Friday night's
+    run bills Friday's extract, not Monday's."""
+    scheduled = flow_run.scheduled_start_time
+    moment = scheduled if scheduled is not None else datetime.now(UTC)
+    return moment.astimezone(ZoneInfo("Europe/Paris")).date()
+
+
 def _settings(home: str | None) -> Settings:
     return Settings(home=Path(home)) if home else Settings()
 
@@ -189,10 +206,10 @@ def _bill(spec: RunSpec, batches: list[Batch], settings: Settings) -> list[Batch
     progress = create_progress_artifact(0.0, key="billing-progress",
                                         description="Batches billed")
     billing = _batch_task(settings)
-    futures = [(billing.submit(spec, batch), batch) for batch in batches]
+    futures = {billing.submit(spec, batch): batch for batch in batches}
     reports = []
-    for done, (future, batch) in enumerate(futures, start=1):
-        reports.append(_outcome(future, batch))
+    for done, future in enumerate(as_completed(list(futures)), start=1):
+        reports.append(_outcome(future, futures[future]))
         update_progress_artifact(progress, 100.0 * done / len(futures))  # type: ignore[arg-type]
     return reports
 
@@ -217,7 +234,7 @@ def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | 
             artifacts and the reports are written first.
     """
     started = time.perf_counter()
-    day = run_date or datetime.now(ZoneInfo("Europe/Paris")).date()
+    day = run_date or _scheduled_day()
     source = extract_dir.format(run_date=day.isoformat())
     settings = _settings(home)
     logger = get_run_logger()
@@ -227,7 +244,7 @@ def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | 
     stages["ingest"] = time.perf_counter() - started
     ctx = open_run(settings, keys.extract_id(bundle.invoices["invoice_number"]),
                    resend_in_doubt)
-    remember_extract(bundle)
+    remember_extract(ctx.run_id, bundle)
     logger.info("run %s: %d invoices read from %s", ctx.run_id, bundle.invoices.height, source)
     try:
         mark = time.perf_counter()
@@ -258,8 +275,8 @@ def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | 
                  f"`{ctx.reports_dir / 'exceptions.html'}`", summary.as_table())
     finally:
         ctx.close()
-        forget_extract(bundle)
-    if summary.failed_batches:
+        forget_extract(ctx.run_id)
+    if summary.failed_batches or summary.in_doubt or summary.notes:
         raise BatchesFailed(summary.as_dict())
     return summary.as_dict()
 
@@ -275,8 +292,8 @@ def rerun_batch(run_id: str, batch_id: str, home: str | None = None) -> dict[str
     ctx = open_run(settings, f"rerun-{batch_id}")
     _create_relay_limit(settings)
     try:
-        report = _outcome(_batch_task(settings).submit(ctx.spec(plan["extract"]), batch),
-                          batch)
+        spec = ctx.spec(plan["extract"], render_in_process=DASK_ADDRESS is not None)
+        report = _outcome(_batch_task(settings).submit(spec, batch), batch)
     finally:
         ctx.close()
     result = {"run_id": ctx.run_id, "of_run": run_id, "batch_id": batch_id,

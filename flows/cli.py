@@ -242,6 +242,8 @@ def serve(
         if not os.environ.get("PREFECT_API_URL"):
             raise typer.BadParameter("set PREFECT_API_URL to the Prefect server that "
                                      "schedules the runs (see the README)")
+        # Runs started by serve log at INFO: their counts are read in the UI, not a console.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
         _prepare_prefect(settings.home, verbose)
         from flows.deployments import serve_deployments
 

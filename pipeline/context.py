@@ -12,7 +12,6 @@ batch that process handles.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -93,7 +92,8 @@ class RunContext:
 
 
 _OPEN: dict[str, RunContext] = {}
-_EXTRACTS: dict[tuple[str, int], ExtractBundle] = {}
+_EXTRACTS: dict[str, ExtractBundle] = {}
+"""The extract of each run this process works on, by run id."""
 _LOCK = threading.Lock()
 
 
@@ -145,6 +145,8 @@ def context_for(spec: RunSpec) -> RunContext:
     with _LOCK:
         if (ctx := _OPEN.get(spec.run_id)) is not None:
             return ctx
+        for earlier in [c for c in _OPEN.values() if not c.owner]:
+            earlier.close()  # a long-lived worker keeps one run's connections, not every night's
         settings = spec.load_settings()
         from pipeline.archive import indexed_pairs, read_index  # archive imports this module
 
@@ -157,26 +159,28 @@ def context_for(spec: RunSpec) -> RunContext:
 
 
 def extract_for(spec: RunSpec) -> ExtractBundle:
-    """The run's extract, read once per process (the flow's own reading is registered
-    with ``remember_extract`` so that threads of its process do not read it again)."""
-    source = Path(spec.extract_dir)
-    key = (str(source.resolve()), os.getpid())
+    """The run's extract, read once per process and run (the flow's own reading is
+    registered with ``remember_extract`` so that threads of its process do not read it
+    again); keyed by run, so an extract re-exported under the same path is read anew."""
     with _LOCK:
-        if key not in _EXTRACTS:
-            _EXTRACTS[key] = load_extract(source, spec.load_settings().ingest.error_rows)
-        return _EXTRACTS[key]
+        if spec.run_id not in _EXTRACTS:
+            for earlier in [r for r in _EXTRACTS if r not in _OPEN]:
+                del _EXTRACTS[earlier]  # runs this process no longer works on
+            _EXTRACTS[spec.run_id] = load_extract(Path(spec.extract_dir),
+                                                  spec.load_settings().ingest.error_rows)
+        return _EXTRACTS[spec.run_id]
 
 
-def remember_extract(bundle: ExtractBundle) -> None:
-    """Keep an extract this process has read, for ``extract_for``."""
+def remember_extract(run_id: str, bundle: ExtractBundle) -> None:
+    """Keep the extract a run's own process has read, for ``extract_for``."""
     with _LOCK:
-        _EXTRACTS[(str(Path(bundle.source).resolve()), os.getpid())] = bundle
+        _EXTRACTS[run_id] = bundle
 
 
-def forget_extract(bundle: ExtractBundle) -> None:
+def forget_extract(run_id: str) -> None:
     """Drop a run's extract when the run is over."""
     with _LOCK:
-        _EXTRACTS.pop((str(Path(bundle.source).resolve()), os.getpid()), None)
+        _EXTRACTS.pop(run_id, None)
 
 
 @atexit.register

@@ -88,7 +88,8 @@ class RunSummary:
         rows += [{"what": f"{outcome} ({channel})", "count": n}
                  for channel, counts in self.outcomes_by_channel.items()
                  for outcome, n in counts.items()]
-        rows += [{"what": "delivered by an earlier run", "count": self.already_delivered}]
+        rows += [{"what": "delivered earlier (another run, or an earlier attempt)",
+                  "count": self.already_delivered}]
         rows += [{"what": f"rejected {code}", "count": n}
                  for code, n in self.rejections_by_rule.items()]
         rows += [{"what": "failed", "count": self.failed},

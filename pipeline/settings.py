@@ -336,7 +336,14 @@ class Settings(BaseSettings):
         takes the secrets from its own environment when it rebuilds them with
         ``Settings(**data)``.
         """
-        return _without_secrets(self, self.model_dump(mode="json"))
+        data = _without_secrets(self, self.model_dump(mode="json"))
+        if self.ledger.url:  # a database password in the URL stays here too (PGPASSWORD)
+            import sqlalchemy as sa
+
+            url = sa.make_url(self.ledger.url)
+            data["ledger"]["url"] = url._replace(password=None).render_as_string(
+                hide_password=False) if url.password else self.ledger.url
+        return data
 
 
 def _without_secrets(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:

@@ -272,3 +272,16 @@ def test_run_ids_differ_without_help(settings: Settings) -> None:
     finally:
         for ctx in runs:
             ctx.close()
+
+
+def test_settings_travel_to_tasks_without_secrets(monkeypatch) -> None:
+    """Task inputs are stored by the orchestrator: no password goes with them; each
+    process takes its secrets from its own environment."""
+    monkeypatch.setenv("INVOICES_SMTP__PASSWORD", "smtp-secret")
+    settings = Settings(smtp={"host": "relay.example"},
+                        ledger={"url": "postgresql+psycopg://billing:db-secret@db/billing"})
+    data = settings.as_plain_data()
+    assert "secret" not in json.dumps(data)
+    assert data["ledger"]["url"] == "postgresql+psycopg://billing@db/billing"
+    rebuilt = Settings(**data)
+    assert rebuilt.smtp.password.get_secret_value() == "smtp-secret"
