@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 __all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "make_executor"]
 
 T = TypeVar("T")
+STOP_WAIT_S = 10.0
 
 
 class Executor(Protocol):
@@ -58,8 +59,16 @@ class ProcessExecutor:
         return self._pool.submit(fn, *args)
 
     def shutdown(self) -> None:
-        """Stop the workers."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers; one still busy (a render stuck past its batch's time limit)
+        is killed after ``STOP_WAIT_S`` rather than holding the run open."""
+        # The pool keeps its processes in _processes; shutdown() offers no timeout.
+        workers = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.join(timeout=STOP_WAIT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def make_executor(workers: int) -> Executor:

@@ -126,3 +126,16 @@ def test_invoices_not_rendered_in_time_fail_with_the_setting_to_change(
         ctx.close()
     assert set(report.failed) == set(batch.numbers)
     assert all("INVOICES_RENDER__BATCH_TIMEOUT_S" in e for e in report.failed.values())
+
+
+def test_a_stuck_render_worker_does_not_hold_the_run_open() -> None:
+    import time
+
+    from pipeline.executor import STOP_WAIT_S, ProcessExecutor
+
+    executor = ProcessExecutor(1)
+    executor.submit(time.sleep, 0).result()  # the worker is up
+    executor.submit(time.sleep, 300)  # stuck
+    start = time.monotonic()
+    executor.shutdown()
+    assert time.monotonic() - start < STOP_WAIT_S + 20
