@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["postgres_url"]
+__all__ = ["postgres_url", "free_port"]
 
 
 def _bindir() -> Path:
@@ -27,7 +27,8 @@ def _bindir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now (for the servers the tests start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -50,7 +51,7 @@ def postgres_url() -> Iterator[str]:
     subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
                                  "--auth=trust", "-E", "UTF8"]),
                    check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
                                  str(root / "log"), "-o",
                                  f"-p {port} -h 127.0.0.1 -k {sockets}", "start"]),

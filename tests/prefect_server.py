@@ -9,7 +9,6 @@ the right API (../shared/notes/prefect.md, pitfall 4).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,20 +20,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pg_server import free_port
+
 __all__ = ["prefect_api", "PrefectApi", "start_prefect_server"]
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def start_prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``prefect server start`` with its own PREFECT_HOME; returns it and its API URL."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
            "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}

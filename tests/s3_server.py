@@ -7,7 +7,6 @@ credentials are the standard AWS environment variables, set here to dummies.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,21 +18,18 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.pg_server import free_port
+
 __all__ = ["s3_endpoint", "s3_client", "new_bucket", "start_moto", "S3_ENV"]
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
           "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     """Start ``moto_server`` on a free loopback port; returns the process and its URL."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                 "-p", str(port)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
