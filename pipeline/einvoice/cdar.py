@@ -470,6 +470,9 @@ def read_totals(xml: bytes) -> dict[str, Decimal]:
     ``collected`` (212, MEN) and ``paid`` (211, MPA), VAT included, and the same per VAT rate
     (``collected 20%``); empty for a status without amounts.
 
+    Args:
+        xml: a CDAR message, as ``parse`` takes it.
+
     Raises:
         ValueError: the message is unreadable (see ``parse``) or is about several invoices.
     """
@@ -592,13 +595,12 @@ def _problems(s: LifecycleStatus) -> Iterable[str]:
                    "(MDT-73, BR-FR-CDV-08)")
     if s.business_process is None and s.profile == PROFILE:
         yield "the business process (MDT-2) is missing (BR-FR-CDV-CL-01)"
-    ids = {"message ID (MDT-4)": s.message_id, "invoice number (MDT-87)": s.invoice_number,
-           "seller SIREN (MDT-129)": s.seller_id or "x"}
+    ids = [("message ID (MDT-4)", s.message_id), ("invoice number (MDT-87)", s.invoice_number),
+           ("seller SIREN (MDT-129)", s.seller_id)]
     for party in (s.issuer, *s.recipients, *((s.sender,) if s.sender else ())):
-        ids.update({f"party ID {party.global_id!r}": party.global_id or "x",
-                    f"address {party.address!r}": party.address or "x"})
-    for what, value in ids.items():
-        if not value or _collapse(value) != value:
+        ids += [("party ID", party.global_id), ("electronic address", party.address)]
+    for what, value in ids:
+        if value is not None and (not value or _collapse(value) != value):
             yield (f"{what} {value!r} is empty or has leading, trailing or repeated whitespace, "
                    "which an XML token does not keep")
     for when, what in ((s.issued_at, "issued_at"), (s.status_at, "status_at"),
