@@ -571,7 +571,8 @@ def _problems(s: LifecycleStatus) -> Iterable[str]:
     known = STATUSES.get(s.status_code)
     if s.status_code not in BUILDABLE:
         who = ", ".join(sorted(known.sent_by)) if known else "nobody known"
-        yield (f"status {s.status_code} {known.fr if known else ''} is not one build() writes "
+        label = f"{s.status_code} {known.fr}" if known else str(s.status_code)
+        yield (f"status {label} is not one build() writes "
                f"(sent by {who}; the seller's: {sorted(BUILDABLE)})")
     if known and s.status_name != known.fr:
         yield f"status name {s.status_name!r} is not {known.fr!r} for {s.status_code}"
