@@ -13,12 +13,14 @@ process, so a test sets its knobs directly. It serves three things:
 
 Every Flow and Directory request and every response goes through openapi-core
 (``OpenAPI.unmarshal_request`` / ``unmarshal_response``) with the published documents; the
-only change made to them is one more ``servers`` entry for this host. A request that does
-not conform is answered 400 with the validator's message; a response that does not conform
-is sent anyway; both land in ``violations``. The ``pa_server`` fixture fails the test at
-teardown if any did, so a client that drifts from the documents, or a server handler that
-does, cannot pass. Authentication comes first: a missing or unknown bearer is a 401, not a
-violation, because a token expiring in the middle of a run is ordinary.
+only changes made to them are one more ``servers`` entry for this host and the two
+corrections of ``ERRATA`` (the 1.1.0 documents contradict themselves in two schemas). A
+request that does not conform is answered 400 with the validator's message; a response that
+does not conform is sent anyway; both land in ``violations``. The ``pa_server`` fixture
+fails the test at teardown if any did, so a client that drifts from the documents, or a
+server handler that does, cannot pass. Authentication comes first: a missing or unknown
+bearer is a 401, not a violation, because a token expiring in the middle of a run is
+ordinary.
 
 What the standard says, and this server does:
 
@@ -38,7 +40,8 @@ What the standard says, and this server does:
   4.1.4.4) is returned with ``platform.platformStatus = "Disabled"``.
 
 Knobs (all reset by ``reset()``, which the fixture calls before each test): ``add_company``,
-``reject``, ``throttle``, ``revoke_tokens``, ``publish_status``; records: ``deposits``,
+``reject``, ``throttle``, ``revoke_tokens``, ``publish_status``, ``answer_delay_s``,
+``token_lifetime_s``; records: ``deposits``,
 ``duplicates``, ``exchanges``, ``token_requests``, ``violations`` (``pop_violations()`` for
 a test that sends a bad request on purpose).
 """
@@ -55,7 +58,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -69,6 +72,7 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_core.templating.paths.exceptions import PathError
 from openapi_core.templating.paths.finders import APICallPathFinder
+from openapi_core.validation.request.exceptions import ParameterValidationError
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -77,7 +81,7 @@ from pipeline.settings import SHARED_DIR
 
 __all__ = ["PaServer", "Deposit", "Violation", "Exchange", "DirectoryLine", "Company",
            "lifecycle_message", "LIFECYCLE_EXAMPLES", "pa_platform", "pa_server",
-           "CLIENT_ID", "CLIENT_SECRET", "basic_auth"]
+           "CLIENT_ID", "CLIENT_SECRET", "basic_auth", "ERRATA"]
 
 FR_REFORM = SHARED_DIR / "standards" / "fr-reform"
 API_DOCS = {"flow": FR_REFORM / "api" / "AFNOR-Flow_Service-1.1.0.json",
@@ -238,11 +242,50 @@ def _parse_iso(text: str) -> datetime:
 # -- the OpenAPI documents -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Erratum:
+    api: str
+    path: tuple[str, ...]
+    key: str
+    published: Any
+    corrected: Any
+    why: str
+
+
+ERRATA = (
+    _Erratum("flow", ("components", "schemas", "ReasonCode"), "oneOf", "oneOf", "anyOf",
+             "ReasonCode is oneOf [ReasonCodeEnum, string]: every standard code (table 4, "
+             "e.g. AlreadyExistingFlow) matches both, so no standard code could validate"),
+    _Erratum("directory", ("components", "schemas", "platformStatus"), "maxLength", 7, 8,
+             "platformStatus is enum [Enabled, Disabled] with maxLength 7: 'Disabled' has 8"),
+)
+"""Self-contradictions of the published documents (version 1.1.0), corrected when loading.
+Each correction checks the published text first, so a new version of a document shows."""
+
+
+def _apply(doc: dict[str, Any], erratum: _Erratum) -> None:
+    node = doc
+    for key in erratum.path:
+        node = node[key]
+    if erratum.key == erratum.published:  # a renamed key (oneOf -> anyOf)
+        if erratum.key not in node:
+            raise RuntimeError(f"erratum no longer applies, remove it: {erratum.why}")
+        node[erratum.corrected] = node.pop(erratum.key)
+    elif node.get(erratum.key) == erratum.published:
+        node[erratum.key] = erratum.corrected
+    else:
+        raise RuntimeError(f"erratum no longer applies, remove it: {erratum.why}")
+
+
 @cache
 def _document(api: str) -> tuple[OpenAPI, dict[str, Any]]:
-    """The published document, plus one ``servers`` entry for this host (a relative URL, so
-    only the path prefix is compared). ``OpenAPI.from_dict`` validates the document itself."""
+    """The published document with the ``ERRATA`` corrected and one more ``servers`` entry for
+    this host (a relative URL, so only the path prefix is compared). ``OpenAPI.from_dict``
+    validates the document itself."""
     doc = json.loads(API_DOCS[api].read_text(encoding="utf-8"))
+    for erratum in ERRATA:
+        if erratum.api == api:
+            _apply(doc, erratum)
     doc["servers"] = [*doc.get("servers", []),
                       {"url": BASES[api], "description": "the test PA on loopback"}]
     return OpenAPI.from_dict(doc), doc
@@ -255,7 +298,8 @@ def _describe(error: Exception) -> str:
     if schema_errors:
         details = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
                             for e in schema_errors)
-        return f"{type(error).__name__}: {details}"
+        label = str(error) if isinstance(error, ParameterValidationError) else type(error).__name__
+        return f"{label}: {details}"
     text = str(error) or type(error).__name__
     return f"{text} ({cause})" if cause is not None and str(cause) not in text else text
 
@@ -512,6 +556,9 @@ class PaServer:
             self.exchanges: list[Exchange] = []
             self.violations: list[Violation] = []
             self.token_requests = 0
+            self.answer_delay_s = 0.0
+            """How long an API answer waits once the request was handled (a flow stored, its
+            202 late: a client that times out does not know whether it was deposited)."""
             self.token_lifetime_s = self._default_lifetime_s
             """Seconds a new token lives (``expires_in``)."""
 
@@ -596,7 +643,7 @@ class PaServer:
 
     # -- WSGI ------------------------------------------------------------------------------
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
         try:
             if request.path == TOKEN_PATH:
@@ -612,7 +659,7 @@ class PaServer:
             response = Response(status=500)
         with self._lock:
             self.exchanges.append(Exchange(request.method, request.path, response.status_code))
-        return response(environ, start_response)  # type: ignore[no-any-return]
+        return response(environ, start_response)
 
     def _now(self) -> datetime:
         """A strictly increasing clock: ``updatedAt`` is the paging key of search (5.3.2)."""
@@ -686,8 +733,8 @@ class PaServer:
             response = self._answer(api, doc, operation, request, oreq,
                                     dict(found.path_result.variables))
         result = openapi.unmarshal_response(oreq, WerkzeugOpenAPIResponse(response))
-        for error in result.errors:
-            self._violation(api, "response", request, response.status_code, _describe(error))
+        for problem in result.errors:
+            self._violation(api, "response", request, response.status_code, _describe(problem))
         return response
 
     def _answer(self, api: str, doc: dict[str, Any], operation: str, request: Request,
@@ -713,7 +760,10 @@ class PaServer:
         if handler is None:
             return self._error(api, 501, "NOT_IMPLEMENTED",
                                f"{operation} is not offered by the test platform")
-        return handler(request, variables)
+        response = handler(request, variables)
+        if self.answer_delay_s:
+            time.sleep(self.answer_delay_s)
+        return response
 
     def _error(self, api: str, status: int, code: str, message: str) -> Response:
         """The error body each document defines: Flow ``Error`` (errorCode, errorMessage);

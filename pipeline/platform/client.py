@@ -290,7 +290,12 @@ class PlatformClient:
         response = self._send("POST", f"{self.flow_url}/v1/flows", files=files,
                               may_be_stored=True)
         self._raise_for(response, may_be_stored=True)
-        return str(response.json()["flowId"])
+        flow_id = _json_or_empty(response).get("flowId")
+        if not flow_id:
+            raise PlatformUnavailable(f"the deposit was answered {response.status_code} "
+                                      "without a flowId", status=response.status_code,
+                                      in_doubt=True)
+        return str(flow_id)
 
     def flow(self, flow_id: str) -> FlowSummary:
         """The metadata of one flow (``docType=Metadata``): type, acknowledgement..."""
