@@ -10,6 +10,7 @@ import pytest
 from pipeline.ingest import ExtractBundle, load_extract
 from pipeline.sample import generate_extract
 from pipeline.settings import PROJECT_ROOT, Settings
+from tests.pa_server import pa_platform, pa_server  # noqa: F401
 from tests.prefect_server import prefect_api  # noqa: F401  (fixtures for every module)
 from tests.s3_server import s3_client, s3_endpoint  # noqa: F401
 
