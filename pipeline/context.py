@@ -14,8 +14,9 @@ from __future__ import annotations
 import atexit
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
@@ -73,6 +74,19 @@ class RunContext:
     """One per channel: batches deliver in parallel threads, a connection serves one."""
     owner: bool = False
     """This process registered the run (``open_run``) and ends it when it closes."""
+    _issued: dict[str, date] | None = field(default=None, repr=False)
+
+    def issue_dates(self, numbers: Iterable[str]) -> dict[str, date]:
+        """Issue dates of invoices billed by earlier runs (the archive index, read once):
+        a credit note names the date of the invoice it corrects (BT-26)."""
+        wanted = set(numbers)
+        if not wanted:
+            return {}
+        if self._issued is None:
+            from pipeline.archive import read_index
+            index = read_index(self.storage).select("invoice_number", "issue_date")
+            self._issued = dict(index.iter_rows())
+        return {n: self._issued[n] for n in wanted if n in self._issued}
 
     def spec(self, extract_dir: str, render_in_process: bool = False) -> RunSpec:
         """This run as plain data, for tasks that may run in another process."""

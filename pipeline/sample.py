@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from stdnum import ean
+from stdnum.iso7064 import mod_11_10
 
 from pipeline import money
 from pipeline.money import decimal_series
@@ -53,30 +55,55 @@ _CITIES = [("75002", "Paris"), ("69003", "Lyon"), ("13001", "Marseille"),
            ("67000", "Strasbourg"), ("33000", "Bordeaux"), ("34000", "Montpellier"),
            ("35000", "Rennes"), ("21000", "Dijon"), ("37000", "Tours"), ("63000",
            "Clermont-Ferrand"), ("06000", "Nice"), ("76000", "Rouen"), ("29200", "Brest")]
-# (description, unit, unit price in cents, VAT rate in hundredths of a percent)
+# (description, unit, unit price in cents, VAT rate in hundredths of a percent, nature)
 _CATALOGUE = [
-    ("Farine de blé T65 – sac 25 kg", "C62", 2190, 550), ("Sucre en poudre", "KGM", 189, 550),
-    ("Café en grains – arabica", "KGM", 2450, 550), ("Huile d'olive vierge extra 5 L", "C62",
-                                                      4290, 550),
-    ("Ramette papier A4 80 g", "C62", 549, 2000), ("Cartouche d'encre noire XL", "C62", 3990,
-                                                    2000),
-    ("Écran 27\" IPS", "C62", 28900, 2000), ("Clavier AZERTY sans fil", "C62", 4590, 2000),
-    ("Câble réseau Cat6 – 5 m", "C62", 790, 2000), ("Prestation de conseil – audit SI", "HUR",
-                                                     9500, 2000),
-    ("Maintenance corrective", "HUR", 7200, 2000), ("Développement spécifique", "HUR", 8500,
-                                                    2000),
-    ("Formation inter-entreprises (jour)", "DAY", 69000, 2000),
-    ("Travaux de rénovation énergétique", "HUR", 5200, 1000),
-    ("Repas séminaire (par personne)", "C62", 3400, 1000), ("Transport de voyageurs", "C62",
-                                                            1850, 1000),
-    ("Ouvrage technique (livre)", "C62", 4200, 550), ("Abonnement presse professionnelle",
-                                                      "C62", 1290, 210),
-    ("Médicament remboursable – boîte", "C62", 1275, 210), ("Palette bois 120×80", "C62",
-                                                           1450, 2000),
-    ("Vis inox 4×40 – boîte de 200", "C62", 1790, 2000), ("Peinture acrylique blanche 10 L",
-                                                          "C62", 8990, 2000),
-    ("Gasoil non routier", "LTR", 142, 2000), ("Location nacelle (jour)", "DAY", 21000, 2000),
+    ("Farine de blé T65 – sac 25 kg", "C62", 2190, 550, "goods"),
+    ("Sucre en poudre", "KGM", 189, 550, "goods"),
+    ("Café en grains – arabica", "KGM", 2450, 550, "goods"),
+    ("Huile d'olive vierge extra 5 L", "C62", 4290, 550, "goods"),
+    ("Ramette papier A4 80 g", "C62", 549, 2000, "goods"),
+    ("Cartouche d'encre noire XL", "C62", 3990, 2000, "goods"),
+    ("Écran 27\" IPS", "C62", 28900, 2000, "goods"),
+    ("Clavier AZERTY sans fil", "C62", 4590, 2000, "goods"),
+    ("Câble réseau Cat6 – 5 m", "C62", 790, 2000, "goods"),
+    ("Prestation de conseil – audit SI", "HUR", 9500, 2000, "services"),
+    ("Maintenance corrective", "HUR", 7200, 2000, "services"),
+    ("Développement spécifique", "HUR", 8500, 2000, "services"),
+    ("Formation inter-entreprises (jour)", "DAY", 69000, 2000, "services"),
+    ("Travaux de rénovation énergétique", "HUR", 5200, 1000, "services"),
+    ("Repas séminaire (par personne)", "C62", 3400, 1000, "services"),
+    ("Transport de voyageurs", "C62", 1850, 1000, "services"),
+    ("Ouvrage technique (livre)", "C62", 4200, 550, "goods"),
+    ("Abonnement presse professionnelle", "C62", 1290, 210, "goods"),
+    ("Médicament remboursable – boîte", "C62", 1275, 210, "goods"),
+    ("Palette bois 120×80", "C62", 1450, 2000, "goods"),
+    ("Vis inox 4×40 – boîte de 200", "C62", 1790, 2000, "goods"),
+    ("Peinture acrylique blanche 10 L", "C62", 8990, 2000, "goods"),
+    ("Gasoil non routier", "LTR", 142, 2000, "goods"),
+    ("Location nacelle (jour)", "DAY", 21000, 2000, "services"),
 ]
+# Services a French buyer gets without VAT: (description, unit, cents, category, reason).
+_UNTAXED_SERVICES = [
+    ("Formation professionnelle continue (jour)", "DAY", 65000, "E",
+     "Exonération de TVA, art. 261-4-4° a du CGI"),
+    ("Travaux de sous-traitance – gros œuvre", "HUR", 4800, "AE",
+     "Autoliquidation, art. 283-2 nonies du CGI"),
+]
+# Buyers outside France: (country, language, legal name, street, postcode, city, VAT prefix);
+# an EU buyer is billed intra-community (K goods, AE services), another for export (G).
+_FOREIGN = [
+    ("DE", "de", "Müller Maschinenbau GmbH", "Friedrichstraße 12", "10117", "Berlin", "DE"),
+    ("US", "en", "Acme Industrial Supplies Inc.", "350 Fifth Avenue", "10118", "New York",
+     None),
+    ("BE", "en", "Janssens & Peeters NV", "Rue de la Loi 16", "1000", "Bruxelles", "BE"),
+    ("CH", "de", "Präzisionswerk Zürich AG", "Bahnhofstrasse 21", "8001", "Zürich", None),
+    ("DE", "de", "Schneider Logistik AG", "Leopoldstraße 48", "80802", "München", "DE"),
+]
+_EU = ("DE", "BE")
+# Delivery sites that are not the buyer's address (BG-15).
+_SITES = [("Zone artisanale, lot 7", "69800", "Saint-Priest"),
+          ("Chantier Les Terrasses, 4 allée des Pins", "33600", "Pessac"),
+          ("Entrepôt 3, port de Gennevilliers", "92230", "Gennevilliers")]
 
 
 @dataclass(frozen=True)
@@ -166,6 +193,116 @@ def _customers(rng: np.random.Generator, n: int) -> pl.DataFrame:
     )
 
 
+def _vat_id(prefix: str, rng: np.random.Generator) -> str:
+    """A VAT number with valid check digits (Germany: ISO 7064 mod 11,10; Belgium: mod 97)."""
+    if prefix == "DE":
+        body = "".join(str(d) for d in rng.integers(1, 10, 8))
+        return f"DE{body}{mod_11_10.calc_check_digit(body)}"
+    body = "0" + "".join(str(d) for d in rng.integers(0, 10, 7))
+    return f"BE{body}{97 - int(body) % 97:02d}"
+
+
+def _gln(rng: np.random.Generator) -> str:
+    body = "40" + "".join(str(d) for d in rng.integers(0, 10, 10))
+    return body + ean.calc_check_digit(body)
+
+
+def _abroad(rng: np.random.Generator, customers: pl.DataFrame) -> pl.DataFrame:
+    """Move about one email or print customer in eight abroad (EU or export), with a
+    foreign address, language and VAT number; EDI and Peppol buyers stay French."""
+    rows = customers.to_dicts()
+    movable = [i for i, r in enumerate(rows) if r["channel"] in ("email", "print")]
+    chosen = rng.choice(movable, min(len(movable), max(2, len(rows) // 8)), replace=False)
+    for n, i in enumerate(sorted(chosen)):
+        country, lang, name, street, postcode, city, prefix = _FOREIGN[n % len(_FOREIGN)]
+        slug = "".join(ch for ch in name.lower().split()[0] if ch.isascii() and ch.isalnum())
+        rows[i].update(legal_name=name, siren=None, country=country, language=lang,
+                       address_line1=street, address_line2=None, postcode=postcode,
+                       city=city, vat_id=_vat_id(prefix, rng) if prefix else None,
+                       # invoices abroad carry an electronic address (BT-49) on every
+                       # channel: their GLN (Peppol's EAS 0088) and an email
+                       gln=rows[i]["gln"] or _gln(rng),
+                       email=rows[i]["email"] or f"accounts@{slug}.example")
+    return pl.DataFrame(rows, schema=customers.schema)
+
+
+# Every product: the catalogue, then the untaxed services (rate 0, their own category).
+_PRODUCTS = _CATALOGUE + [(d, u, c, 0, "services") for d, u, c, _, _ in _UNTAXED_SERVICES]
+_GOODS = np.array([i for i, p in enumerate(_CATALOGUE) if p[4] == "goods"])
+_SERVICES = np.array([i for i, p in enumerate(_CATALOGUE) if p[4] == "services"])
+FRANCE, EU, EXPORT = 0, 1, 2
+
+
+def _zones(customers: pl.DataFrame) -> np.ndarray:
+    """Per customer: billed in France, in another EU country, or for export."""
+    country = customers["country"].to_numpy()
+    return np.where(country == "FR", FRANCE, np.where(np.isin(country, _EU), EU, EXPORT))
+
+
+def _profiles(rng: np.random.Generator, zone: np.ndarray) -> np.ndarray:
+    """Per invoice: 0 goods only, 1 services only, 2 both; exports are goods."""
+    profile = rng.choice(3, len(zone), p=[0.55, 0.25, 0.2])
+    return np.where(zone == EXPORT, 0, profile)
+
+
+def _assortment(rng: np.random.Generator, drawn: np.ndarray, line_no: np.ndarray,
+                zone: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    """The product of each line, as its invoice's profile allows: a mixed invoice opens
+    with goods then services; some French services lines are untaxed (E, AE)."""
+    goods = _GOODS[rng.integers(0, len(_GOODS), len(drawn))]
+    services = _SERVICES[rng.integers(0, len(_SERVICES), len(drawn))]
+    untaxed = len(_CATALOGUE) + rng.integers(0, len(_UNTAXED_SERVICES), len(drawn))
+    services = np.where((zone == FRANCE) & (rng.random(len(drawn)) < 0.06), untaxed, services)
+    mixed = np.where(line_no == 1, goods, np.where(line_no == 2, services, drawn))
+    return np.select([profile == 0, profile == 1], [goods, services], mixed)
+
+
+def _taxation(product: np.ndarray, zone: np.ndarray
+              ) -> tuple[pl.Series, np.ndarray, pl.Series]:
+    """(VAT category, rate in hundredths, exemption reason) of each line: standard rate in
+    France unless the service is untaxed, K or AE within the EU, G for export."""
+    untaxed = product - len(_CATALOGUE)
+    domestic = [p[3] for p in _UNTAXED_SERVICES]
+    reasons = [p[4] for p in _UNTAXED_SERVICES]
+    goods = np.array([p[4] == "goods" for p in _PRODUCTS])[product]
+    category = np.select(
+        [zone == EU, zone == EXPORT, untaxed >= 0],
+        [np.where(goods, "K", "AE"), "G", np.array(domestic)[np.maximum(untaxed, 0)]], "S")
+    reason = np.select(
+        [zone == EU, zone == EXPORT, untaxed >= 0],
+        [np.where(goods, "VATEX-EU-IC", "VATEX-EU-AE"), "VATEX-EU-G",
+         np.array(reasons)[np.maximum(untaxed, 0)]], "")
+    rate = np.where(category == "S", np.array([p[3] for p in _PRODUCTS])[product], 0)
+    return (pl.Series(category), rate,
+            pl.Series(reason).replace("", None))
+
+
+def _delivery_sites(rng: np.random.Generator, zone: np.ndarray, headers: pl.DataFrame,
+                    notes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Send about one French invoice in twelve to a site that is not the buyer's address,
+    named on the invoice itself or, as often, only on its delivery notes."""
+    shipped = (zone == FRANCE) & (rng.random(len(zone)) < 0.08)
+    on_invoice = shipped & (rng.random(len(zone)) < 0.5)
+    site = rng.integers(0, len(_SITES), len(zone))
+
+    def columns(chosen: np.ndarray) -> list[pl.Series]:
+        picked = [_SITES[i] if c else (None, None, None) for i, c in zip(site, chosen,
+                                                                           strict=True)]
+        return [pl.Series("ship_to_address_line1", [p[0] for p in picked], pl.String),
+                pl.Series("ship_to_postcode", [p[1] for p in picked], pl.String),
+                pl.Series("ship_to_city", [p[2] for p in picked], pl.String),
+                pl.Series("ship_to_country", ["FR" if c else None for c in chosen], pl.String)]
+
+    headers = headers.with_columns(columns(on_invoice))
+    by_note = pl.DataFrame([pl.Series("number", headers["invoice_number"]),
+                            *columns(shipped & ~on_invoice)])
+    notes = notes.with_columns(number=pl.format(
+        "FA2026-{}", (pl.col("delivery_note_number").str.extract(r"BL-(\d+)-").cast(pl.Int64)
+                      - 90000).cast(pl.String).str.zfill(6))).join(
+        by_note, on="number", how="left").drop("number")
+    return headers, notes
+
+
 def _line_counts(rng: np.random.Generator, n: int) -> np.ndarray:
     counts = rng.integers(1, 19, n)
     medium = rng.random(n) < 0.025
@@ -193,8 +330,12 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
+    # The variety of the 2026 reform (services, mixed, untaxed, foreign buyers, delivery
+    # sites) draws from its own generator, so the rest is what the same seed always gave.
+    variety = np.random.default_rng([seed, 2026])
     n_customers = max(12, invoices // 25)
-    customers = _customers(rng, n_customers)
+    french_customers = _customers(rng, n_customers)
+    customers = _abroad(variety, french_customers)
     n_credit = int(invoices * 0.04) if invoices >= 25 else 0
     n_inv = invoices - n_credit
 
@@ -220,18 +361,22 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
     inv_of_line = np.repeat(np.arange(n_inv), n_lines)
     starts = np.repeat(np.cumsum(n_lines) - n_lines, n_lines)
     line_no = np.arange(total) - starts + 1
-    product = rng.integers(0, len(_CATALOGUE), total)
-    units = np.array([p[1] for p in _CATALOGUE])[product]
-    price_cents = np.array([p[2] for p in _CATALOGUE])[product]
+    zone = _zones(customers)[cust_idx]
+    product = _assortment(variety, rng.integers(0, len(_CATALOGUE), total), line_no,
+                          zone[inv_of_line], _profiles(variety, zone)[inv_of_line])
+    units = np.array([p[1] for p in _PRODUCTS])[product]
+    price_cents = np.array([p[2] for p in _PRODUCTS])[product]
     price_4dp = price_cents * 100 + rng.integers(-5, 6, total) * 100 * (price_cents // 200)
     qty_milli = np.where(np.isin(units, ["KGM", "LTR"]), rng.integers(500, 250_000, total),
                          np.where(units == "HUR", rng.integers(1, 17, total) * 500,
                                   rng.integers(1, 25, total) * 1000))
-    rate = np.array([p[3] for p in _CATALOGUE])[product]
+    category, rate, reason = _taxation(product, zone[inv_of_line])
     dn_suffix = np.where(two_dn[inv_of_line] & (line_no % 2 == 0), 2, 1)
     lines = pl.DataFrame({
         "k": inv_of_line, "line_no": line_no, "product": product, "units": units,
         "qty_milli": qty_milli, "price_4dp": price_4dp, "rate": rate, "dn_suffix": dn_suffix,
+        "category": category, "reason": reason,
+        "nature": np.array([p[4] for p in _PRODUCTS])[product],
     })
 
     # --- credit notes: correct up to three lines of an earlier invoice ---
@@ -263,7 +408,7 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
         elif kind == "unknown_customer":
             header_updates[k] = {"customer_id": f"C-UNKNOWN-{k}"}
         elif kind in ("missing_email", "invalid_siren"):
-            clone = customers[int(cust_idx[k])].with_columns(
+            clone = french_customers[int(cust_idx[k])].with_columns(
                 customer_id=pl.lit(f"C-D{k:06d}"))
             if kind == "missing_email":
                 clone = clone.with_columns(channel=pl.lit("email"),
@@ -299,16 +444,17 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
         invoice_number=pl.col("invoice_number_inv"),
         line_no=pl.col("line_no").cast(pl.Int64),
         sku=pl.format("ART-{}", (pl.col("product") + 1001).cast(pl.String)),
-        description=pl.Series([p[0] for p in _CATALOGUE]).gather(lines["product"]),
+        description=pl.Series([p[0] for p in _PRODUCTS]).gather(lines["product"]),
         quantity=decimal_series("quantity", lines["invoiced_milli"].to_numpy(), 3),
         unit=pl.col("units"),
         unit_price=decimal_series("unit_price", lines["invoiced_price"].to_numpy(), 4),
         vat_rate=decimal_series("vat_rate", lines["rate"].to_numpy(), 2, precision=5),
-        vat_category=pl.lit("S"),
-        vat_exemption_reason=pl.lit(None, dtype=pl.String),
+        vat_category=lines["category"],
+        vat_exemption_reason=lines["reason"],
         po_line_no=pl.col("line_no").cast(pl.Int64),
         delivery_note_number=pl.format("BL-{}-{}", (pl.col("k") + 90001).cast(pl.String),
                                        pl.col("dn_suffix").cast(pl.String)),
+        item_nature=lines["nature"],
     )
     invoice_headers = h.select(
         invoice_number=pl.col("invoice_number_inv"), invoice_type=pl.lit("invoice"),
@@ -349,10 +495,12 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
             delivery_date=pl.col("issue_date") - pl.duration(days="dn_lag"),
         ))
 
+    invoice_headers, delivery_notes = _delivery_sites(variety, zone, invoice_headers,
+                                                      delivery_notes)
     if n_credit:
         credit_headers, credit_lines = _credit_notes(rng, headers, lines, invoice_lines,
                                                      credited, first_line, n_lines)
-        invoice_headers = pl.concat([invoice_headers, credit_headers])
+        invoice_headers = pl.concat([invoice_headers, credit_headers], how="diagonal")
         invoice_lines = pl.concat([invoice_lines, credit_lines])
     if extra_customers:
         customers = pl.concat([customers, *extra_customers])
@@ -393,10 +541,12 @@ def _credit_notes(rng: np.random.Generator, headers: pl.DataFrame, lines: pl.Dat
     credit_headers = pl.DataFrame({
         "invoice_number": cn_numbers, "invoice_type": "credit_note",
         "customer_id": headers["customer_id"].gather(credited),
-        "issue_date": issue, "delivery_date": None, "due_date": issue,
+        "issue_date": issue, "due_date": issue,
+        "delivery_date": headers.select(pl.col("issue_date") - pl.duration(days="dn_lag"))
+        .to_series().gather(credited),
         "currency": "EUR", "po_number": None,
         "credited_invoice_number": headers["invoice_number"].gather(credited),
-    }, schema_overrides={"delivery_date": pl.Date, "po_number": pl.String})
+    }, schema_overrides={"po_number": pl.String})
     original = invoice_lines[src]
     returned = (lines["qty_milli"].to_numpy()[src] + 1) // 2
     credit_lines = original.with_columns(

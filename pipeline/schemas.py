@@ -17,13 +17,14 @@ from pipeline import money
 
 __all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "INDEX", "ARTIFACTS",
            "BILLED_LINES", "IDENTIFYING",
-           "Kind", "CHANNELS", "LANGUAGES", "INVOICE_TYPES"]
+           "Kind", "CHANNELS", "LANGUAGES", "INVOICE_TYPES", "ITEM_NATURES"]
 
 Kind = Literal["string", "int", "date", "amount", "unit_price", "quantity", "rate"]
 
 CHANNELS = ("email", "edi", "print", "peppol")
 LANGUAGES = ("fr", "en", "de")
 INVOICE_TYPES = ("invoice", "credit_note")
+ITEM_NATURES = ("goods", "services")
 
 _DTYPES: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -93,6 +94,12 @@ TABLES: dict[str, tuple[Column, ...]] = {
         _c("total_net", "amount", False, "if given, must equal the recomputed total", "1250.00"),
         _c("total_vat", "amount", False, "idem", "250.00"),
         _c("total_gross", "amount", False, "idem", "1500.00"),
+        _c("ship_to_address_line1", "string", False, "where the goods or services were "
+           "delivered, if it differs from the customer's address (EN 16931 BG-15); defaults to "
+           "the delivery notes'", "Zone artisanale, lot 7"),
+        _c("ship_to_postcode", "string", False, "idem", "69800"),
+        _c("ship_to_city", "string", False, "idem", "Saint-Priest"),
+        _c("ship_to_country", "string", False, "idem", "FR"),
     ),
     "invoice_lines": (
         _c("invoice_number", "string", True, "-> invoices", "FA2026-000123"),
@@ -109,6 +116,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
            "1"),
         _c("delivery_note_number", "string", False,
            "-> delivery_notes; required for invoices", "BL-0000123"),
+        _c("item_nature", "string", False, "goods or services: the billing mode (BT-23) and "
+           "the operation category printed; default [seller] default_item_nature", "goods"),
     ),
     "purchase_orders": (
         _c("po_number", "string", True, "the customer's order reference", "PO-C00042-0007"),

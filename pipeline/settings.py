@@ -34,6 +34,13 @@ DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
 SHARED_DIR = Path(os.environ.get("INVOICES_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 
 
+NO_EARLY_PAYMENT_DISCOUNT = {
+    "fr": "Pas d'escompte pour paiement anticipé.",
+    "en": "No discount for early payment.",
+    "de": "Kein Skonto bei vorzeitiger Zahlung.",
+}
+
+
 class SellerSettings(BaseModel):
     """The issuing company: configuration, never extract data."""
 
@@ -55,6 +62,17 @@ class SellerSettings(BaseModel):
         description="Late-payment penalty rate as printed, per language (fr, en, de).")
     recovery_indemnity: Decimal = Field(
         default=Decimal("40.00"), description="Fixed recovery indemnity (art. D441-5), EUR.")
+    early_payment_discount: dict[str, str] = Field(
+        default_factory=lambda: dict(NO_EARLY_PAYMENT_DISCOUNT),
+        description="The early-payment discount terms, or their absence, as printed per "
+                    "language (art. L441-9; note AAB of the 2026 reform).")
+    vat_on_debits: bool = Field(
+        default=False, description="The seller opted to pay VAT on debits (art. 269-2-c CGI): "
+                                   "printed on services invoices, BT-8 in the e-invoices.")
+    default_item_nature: Literal["goods", "services"] = Field(
+        default="goods", description="What a line is when the extract's item_nature is empty: "
+                                     "decides the billing mode (BT-23) and the operation "
+                                     "category printed.")
 
 
 class RenderSettings(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
-from pipeline.documents import InvoiceDocument, Line, Party, VatRow, build_documents
+from pipeline.documents import Address, InvoiceDocument, Line, Party, VatRow, build_documents
 from pipeline.errors import PipelineError, TemplateError
 from pipeline.ingest import load_extract
 from pipeline.render.engine import WeasyPrintEngine
@@ -275,9 +275,13 @@ def template_variables_markdown() -> str:
     lines = ["Every invoice and credit-note template receives `doc` (an `InvoiceDocument`) and",
              "`lang` (`fr`, `en` or `de`). Email templates receive the same. Names:", "",
              "| `doc.` | type |", "| --- | --- |", *fields(InvoiceDocument),
-             "| `doc.is_credit_note` | `bool` |", "",
+             "| `doc.is_credit_note` | `bool` |",
+             "| `doc.operation` | `str`: `goods`, `services` or `mixed` |",
+             "| `doc.vat_on_debits` | `bool`: the seller's option, printed on services |", "",
              "`doc.seller` and `doc.buyer` (`Party`):", "", "| name | type |", "| --- | --- |",
-             *fields(Party), "", "each of `doc.lines` (`Line`):", "", "| name | type |",
+             *fields(Party), "", "`doc.ship_to` (`Address`, or none when the goods went to "
+             "the buyer's address):", "", "| name | type |", "| --- | --- |", *fields(Address),
+             "", "each of `doc.lines` (`Line`):", "", "| name | type |",
              "| --- | --- |", *fields(Line), "", "each of `doc.vat_breakdown` (`VatRow`):", "",
              "| name | type |", "| --- | --- |", *fields(VatRow), "",
              "`doc.seller_legal` (the `[seller]` configuration):", "", "| name | type |",

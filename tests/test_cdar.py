@@ -14,8 +14,6 @@ from pipeline.einvoice import cdar
 from pipeline.einvoice.cdar import Characteristic, Party, StatusDetail
 from tests.standards import SCHEMATRON, STANDARDS, schematron_failures, xsd_errors
 
-pytestmark = pytest.mark.skipif(not STANDARDS.exists(), reason=f"no {STANDARDS}")
-
 EXAMPLES = STANDARDS / "fr-reform/examples/lifecycle"
 NAME = re.compile(r"UC\w+?_(?P<invoice>F\d+)_\d+-CDV-(?P<code>\d{3})_(?P<name>\w+?)(_POUR_PPF)?")
 SELLER = Party("100000009", "0002", "VENDEUR")

