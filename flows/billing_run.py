@@ -55,9 +55,11 @@ from pipeline.context import (
 from pipeline.delivery import BatchReport, deliver_batch
 from pipeline.errors import PipelineError
 from pipeline.ingest import ExtractBundle, load_extract
+from pipeline.journal import Journal
+from pipeline.platform.lifecycle import LifecycleLog, StatusRow, sync
 from pipeline.progress import progress
 from pipeline.render.stage import render_batch
-from pipeline.report import summarize, write_exceptions, write_summary
+from pipeline.report import RunSummary, summarize, write_exceptions, write_summary
 from pipeline.settings import Settings
 from pipeline.storage.local import write_atomic
 from pipeline.validate import Validation, validate
@@ -116,6 +118,30 @@ def _transient_only(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
     """Retry a batch whose failures were all transient (a relay down, a 4xx); never one a
     template or a refused address broke."""
     return isinstance(state.data, BatchFailed) and state.data.transient
+
+
+@task(name="pa-sync", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def sync_platform_statuses(settings_data: dict[str, Any]) -> dict[str, Any]:
+    """Record the lifecycle statuses the platform published since the last sync."""
+    settings = Settings(**settings_data)  # the secrets come from this process's environment
+    report = sync(settings.pa, Journal(settings.ledger_url))
+    get_run_logger().info("platform: %d lifecycle flows read, %d new statuses %s",
+                          report.flows, report.recorded, dict(report.by_code))
+    return {"flows": report.flows, "recorded": report.recorded,
+            "by_code": dict(report.by_code), "problems": report.problems}
+
+
+def _platform_statuses(ctx: RunContext, summary: RunSummary) -> list[StatusRow]:
+    """Sync the platform's statuses (when one is configured); what needs the seller's
+    action goes to the exceptions report, a sync that failed to the operator's notes."""
+    if not ctx.settings.pa.configured:
+        return []
+    try:
+        synced = sync_platform_statuses(ctx.settings.as_plain_data())
+        summary.notes.extend(synced["problems"])
+    except Exception as exc:  # statuses wait for the next sync; the billing stands
+        summary.notes.append(f"platform statuses not synced: {type(exc).__name__}: {exc}")
+    return LifecycleLog(ctx.journal).needing_action()
 
 
 @task(cache_policy=NO_CACHE, retry_condition_fn=_transient_only)
@@ -269,8 +295,10 @@ def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | 
         summary = summarize(ctx.run_id, validation, reports, source,
                             time.perf_counter() - started, stages,
                             {c: t.name for c, t in ctx.transports.items()})
+        platform = _platform_statuses(ctx, summary)
         write_summary(ctx.reports_dir, summary)
-        write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env, summary)
+        write_exceptions(ctx.reports_dir, ctx.run_id, bundle, validation, ctx.env, summary,
+                         platform)
         _publish(summary.as_dict(), summary.as_markdown() + "\n\nExceptions report: "
                  f"`{ctx.reports_dir / 'exceptions.html'}`", summary.as_table())
     finally:

@@ -151,7 +151,8 @@ def _quiet_console_logging() -> None:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"Run {summary['run_id']}")
-    columns = {"read": "input_invoices", "sent": "sent", "written": "written",
+    columns = {"read": "input_invoices", "sent": "sent", "deposited": "deposited",
+               "written": "written",
                "delivered earlier": "already_delivered", "rejected": "rejected",
                "failed": "failed", "in doubt": "in_doubt", "inv/s": "invoices_per_s"}
     for column in columns:
@@ -286,6 +287,66 @@ def deliveries(
 
 
 @app.command()
+def status(
+    number: Annotated[str, typer.Argument(help="Invoice number.")],
+    home: HomeOption = Path("var"), as_json: Annotated[bool, typer.Option(
+        "--json", help="JSON output.")] = False, verbose: VerboseOption = False,
+) -> None:
+    """An invoice's whole history: validation, rendering and archive, each delivery, each
+    lifecycle status from the platform."""
+    from pipeline.archive import read_index
+    from pipeline.history import invoice_history
+    from pipeline.journal import Journal
+    from pipeline.preflight import load_settings
+
+    with reported(verbose):
+        storage = _archive_storage(home)
+        settings = load_settings(home=home)
+        events = invoice_history(number, settings.home / "reports", read_index(storage),
+                                 Journal(settings.ledger_url))
+    if as_json:
+        print(json.dumps([e.__dict__ for e in events], default=str, ensure_ascii=False,
+                         indent=1))
+        return
+    if not events:
+        console.print(f"nothing is recorded about {number} in {settings.home}")
+        raise typer.Exit(1)
+    table = Table(title=f"{number}: {len(events)} events")
+    for column in ("when (UTC)", "stage", "what", "detail"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else "", e.stage, e.what,
+                      e.detail[:300])
+    Console().print(table)
+
+
+pa_app = typer.Typer(no_args_is_help=True,
+                     help="The accredited platform (PA) of the French 2026 reform.")
+app.add_typer(pa_app, name="pa")
+
+
+@pa_app.command("sync")
+def pa_sync(home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """Fetch the lifecycle statuses the platform published since the last sync and record
+    them per invoice (``invoices status NUMBER`` shows them)."""
+    from pipeline.journal import Journal
+    from pipeline.platform.lifecycle import sync
+    from pipeline.preflight import load_settings
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        if not settings.pa.configured:
+            raise typer.BadParameter("no platform is configured (INVOICES_PA__URL)")
+        report = sync(settings.pa, Journal(settings.ledger_url))
+    Console().print(f"{report.flows} lifecycle flows read, {report.recorded} new statuses"
+                    + "".join(f", {n} × {code}" for code, n in sorted(report.by_code.items())))
+    for problem in report.problems:
+        console.print(f"[red]{problem}[/red]")
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
 def sample(out: Annotated[Path, typer.Option(help="Extract directory to write.")],
            invoices: Annotated[int, typer.Option(help="Invoices and credit notes.")] = 300,
            seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 1,
@@ -337,6 +398,7 @@ class Status(StrEnum):
     """How an archived invoice went out."""
 
     sent = "sent"
+    deposited = "deposited"
     written = "written"
 
 

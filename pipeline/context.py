@@ -138,7 +138,7 @@ def _open(settings: Settings, run_id: str, reports_dir: Path, resend_in_doubt: b
     ctx = RunContext(
         settings=settings, run_id=run_id, reports_dir=reports_dir, journal=journal,
         storage=open_storage(settings), formatters=make_formatters(settings, env, journal),
-        transports=make_transports(settings), executor=executor, env=env,
+        transports=make_transports(settings, resend_in_doubt), executor=executor, env=env,
         resend_in_doubt=resend_in_doubt, owner=owner)
     _OPEN[run_id] = ctx
     return ctx

@@ -227,7 +227,8 @@ class _ChannelDelivery:
         """The invoice's last parcel is done: record it delivered if all of them went out."""
         if number not in self.open:
             return
-        outcome: Outcome = "sent" if "sent" in self.outcomes[number] else "written"
+        outcome: Outcome = next(o for o in ("sent", "deposited", "written")
+                                if o in self.outcomes[number])
         self.open.discard(number)
         self.settled.add(number)
         try:

@@ -32,9 +32,10 @@ import sqlalchemy as sa
 __all__ = ["Journal", "TDeliveryState", "TErrorClass", "ClaimResult", "DeliveryRow", "Delivery",
            "FINAL_STATES"]
 
-TDeliveryState = Literal["pending", "started", "sent", "written", "failed", "in_doubt"]
+TDeliveryState = Literal["pending", "started", "sent", "written", "deposited", "failed",
+                         "in_doubt"]
 TErrorClass = Literal["transient", "terminal"]
-FINAL_STATES = ("sent", "written")
+FINAL_STATES = ("sent", "written", "deposited")
 # A run on another machine is taken for dead when its heartbeat is this old.
 STALE_AFTER = timedelta(minutes=10)
 

@@ -393,9 +393,21 @@ def _delivery_problems(settings: Settings) -> list[SettingProblem]:
             found.append(SettingProblem(
                 label, repr(name), f"no [sftp.{settings.delivery.print_partner}] section for "
                                    "the print house", "Add it, or choose outbox."))
+        if name == "platform" and (channel != "pa" or not settings.pa.configured):
+            found.append(SettingProblem(
+                label, repr(name), "the platform serves the pa channel, and needs its URL",
+                "Set INVOICES_PA__URL, __TOKEN_URL, __CLIENT_ID and __CLIENT_SECRET."))
         if name == "sftp" and channel != "print" and not settings.sftp:
             found.append(SettingProblem(label, repr(name), "no [sftp.<partner>] section",
                                         "Add one per trading partner, or choose outbox."))
+    if settings.pa.configured:
+        from pipeline.channels.transports.platform import client_for
+        try:
+            client_for(settings.pa).close()
+        except ValueError as exc:
+            found.append(SettingProblem("pa (INVOICES_PA__*)", repr(settings.pa.url), str(exc),
+                                        "The platform gives a token URL, a client id and a "
+                                        "secret with its API access."))
     for partner, drop in settings.sftp.items():
         where = f"[sftp.{partner}]"
         if not drop.known_hosts.is_file():

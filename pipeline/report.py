@@ -18,6 +18,7 @@ import polars as pl
 
 from pipeline.delivery import BatchReport
 from pipeline.ingest import ExtractBundle
+from pipeline.platform.lifecycle import StatusRow
 from pipeline.render.templates import render_template
 from pipeline.storage.local import write_atomic
 from pipeline.validate import REGISTRY, Validation
@@ -30,7 +31,8 @@ class RunSummary:
     """What happened to every invoice of the extract.
 
     ``delivered`` counts every invoice that has gone out on its channel, by this run
-    (``sent`` to a server or ``written`` to an outbox) or by an earlier one
+    (``sent`` to a server, ``deposited`` on the accredited platform, which delivers it to
+    the buyer, or ``written`` to an outbox) or by an earlier one
     (``already_delivered``). ``in_doubt`` invoices were started by a run that stopped
     before recording the outcome: they may have gone out, so they wait for an operator.
     """
@@ -53,6 +55,7 @@ class RunSummary:
     in_doubt_invoices: dict[str, str]
     duration_s: float
     invoices_per_s: float
+    deposited: int = 0
     stages_s: dict[str, float] = field(default_factory=dict)
     outcomes_by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per channel, how many went out by this run: ``sent`` or ``written``."""
@@ -68,9 +71,11 @@ class RunSummary:
                 f"run summary does not add up: {self.input_invoices} read != {self.delivered} "
                 f"delivered + {self.rejected} rejected + {self.failed} failed + "
                 f"{self.in_doubt} in doubt")
-        if self.delivered != self.sent + self.written + self.already_delivered:
+        if self.delivered != (self.sent + self.deposited + self.written
+                              + self.already_delivered):
             raise AssertionError(f"{self.delivered} delivered != {self.sent} sent + "
-                                 f"{self.written} written + {self.already_delivered} earlier")
+                                 f"{self.deposited} deposited + {self.written} written + "
+                                 f"{self.already_delivered} earlier")
 
     @property
     def exit_code(self) -> int:
@@ -101,10 +106,10 @@ class RunSummary:
     def as_markdown(self) -> str:
         """Short human summary (Prefect artifact, CLI)."""
         lines = [f"**Run {self.run_id}**", "",
-                 "| invoices read | sent | written to outbox | delivered earlier | rejected "
-                 "| failed | in doubt |",
-                 "|---:|---:|---:|---:|---:|---:|---:|",
-                 f"| {self.input_invoices} | {self.sent} | {self.written} | "
+                 "| invoices read | sent | deposited on the platform | written to outbox "
+                 "| delivered earlier | rejected | failed | in doubt |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---:|",
+                 f"| {self.input_invoices} | {self.sent} | {self.deposited} | {self.written} | "
                  f"{self.already_delivered} | {self.rejected} | {self.failed} | "
                  f"{self.in_doubt} |", "",
                  "Transports: " + ", ".join(f"{c} by {t}" for c, t in self.transports.items()),
@@ -144,7 +149,8 @@ def summarize(run_id: str, validation: Validation, reports: Sequence[BatchReport
     failed_batches = {r.batch_id: next(iter(r.failed.values())) for r in reports if r.failed}
     return RunSummary(
         run_id=run_id, extract=extract, input_invoices=validation.input_invoices,
-        delivered=outcomes["sent"] + outcomes["written"] + already, sent=outcomes["sent"],
+        delivered=outcomes["sent"] + outcomes["deposited"] + outcomes["written"] + already,
+        sent=outcomes["sent"], deposited=outcomes["deposited"],
         written=outcomes["written"], already_delivered=already,
         rejected=validation.rejected, failed=len(failures), in_doubt=len(in_doubt),
         by_channel=dict(sorted(by_channel.items())), transports=dict(sorted(transports.items())),
@@ -184,13 +190,15 @@ def _shown(row: dict[str, Any], limit: int = 80) -> dict[str, Any]:
 
 def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
                      validation: Validation, env: jinja2.Environment,
-                     summary: RunSummary | None = None) -> None:
+                     summary: RunSummary | None = None,
+                     platform: Sequence[StatusRow] = ()) -> None:
     """Write ``rejections.parquet`` and ``exceptions.html`` for the run.
 
     The HTML groups findings by rule and by customer, largest amount at stake
     first, so a clerk starts with what holds back the most money. Written again
     with the run's ``summary`` once delivery is over, it also lists what failed to go
-    out and what is in doubt.
+    out and what is in doubt; ``platform`` lists the invoices the accredited platform
+    returned disputed, refused or rejected, with its reasons.
     """
     directory.mkdir(parents=True, exist_ok=True)
     findings = validation.findings
@@ -221,7 +229,8 @@ def write_exceptions(directory: Path, run_id: str, bundle: ExtractBundle,
         failed=[_shown({"invoice_number": n, "problem": p}, 400)
                 for n, p in (summary.failures.items() if summary else [])],
         in_doubt=[_shown({"invoice_number": n, "problem": p}, 400)
-                  for n, p in (summary.in_doubt_invoices.items() if summary else [])])
+                  for n, p in (summary.in_doubt_invoices.items() if summary else [])],
+        platform=list(platform))
     write_atomic(directory / "exceptions.html", html.encode())
 
 

@@ -21,7 +21,7 @@ __all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "IN
 
 Kind = Literal["string", "int", "date", "amount", "unit_price", "quantity", "rate"]
 
-CHANNELS = ("email", "edi", "print", "peppol")
+CHANNELS = ("email", "edi", "print", "peppol", "pa")
 LANGUAGES = ("fr", "en", "de")
 INVOICE_TYPES = ("invoice", "credit_note")
 ITEM_NATURES = ("goods", "services")

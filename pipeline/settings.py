@@ -251,7 +251,7 @@ class DeliverySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    transports: dict[str, Literal["outbox", "smtp", "sftp"]] = Field(
+    transports: dict[str, Literal["outbox", "smtp", "sftp", "platform"]] = Field(
         default_factory=dict,
         description="Per channel; unset: smtp for email when [smtp] host is set, sftp for "
                     "edi/peppol partners and print when [sftp.<partner>] is set, else outbox.")
@@ -293,6 +293,35 @@ class ArchiveSettings(BaseModel):
                                   "precedes each write instead).")
 
 
+class PlatformSettings(BaseModel):
+    """The accredited platform (PA) of the French 2026 reform, through the AFNOR XP Z12-013
+    Flow and Directory APIs; unset: no invoice is routed to a platform."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, description="Base URL of the PA's Flow API.")
+    directory_url: str | None = Field(
+        default=None, description="Base URL of its Directory API; unset: the Flow API's.")
+    token_url: str | None = Field(default=None,
+                                  description="OAuth2 token URL (client credentials).")
+    client_id: str | None = Field(default=None, description="OAuth2 client id.")
+    client_secret: SecretStr | None = Field(
+        default=None, description="OAuth2 client secret: INVOICES_PA__CLIENT_SECRET only.")
+    timeout_s: float = Field(default=30, gt=0, description="Per request.")
+    retries: int = Field(default=3, ge=0, le=20,
+                         description="Times a throttled (429) or unavailable (503) call is "
+                                     "tried again, after the PA's Retry-After.")
+    french_b2b: bool = Field(
+        default=True, description="Route every invoice to a French buyer with a SIREN to the "
+                                  "PA, whatever its customer's channel (the reform's rule); "
+                                  "false: only customers whose channel is 'pa'.")
+
+    @property
+    def configured(self) -> bool:
+        """A platform to deposit on is set."""
+        return bool(self.url)
+
+
 class LedgerSettings(BaseModel):
     """The delivery ledger database; unset means SQLite in the home directory."""
 
@@ -319,6 +348,7 @@ class Settings(BaseSettings):
     sftp: dict[str, SftpPartner] = Field(default_factory=dict,
                                          description="SFTP drops by partner (GLN or name).")
     delivery: DeliverySettings = DeliverySettings()
+    pa: PlatformSettings = PlatformSettings()
 
     @field_validator("home")
     @classmethod

@@ -58,6 +58,8 @@ def transport_name(channel: str, settings: Settings) -> str:
     chosen = settings.delivery.transports.get(channel)
     if chosen:
         return chosen
+    if channel == "pa":
+        return "platform" if settings.pa.configured else "outbox"
     if channel == "email":
         return "smtp" if settings.smtp.host else "outbox"
     if channel == "print":
@@ -66,13 +68,18 @@ def transport_name(channel: str, settings: Settings) -> str:
     return "sftp" if partners else "outbox"
 
 
-def make_transports(settings: Settings) -> dict[str, Transport]:
+def make_transports(settings: Settings, resend_in_doubt: bool = False
+                    ) -> dict[str, Transport]:
     """One transport per channel, as settings choose (the outbox when nothing is set).
+
+    ``resend_in_doubt``: the run re-sends what a stopped run left in doubt, so a transport
+    that can ask whether it went out (the platform) asks first.
 
     Raises:
         ValueError: a channel is set to a transport its settings cannot serve.
     """
     from pipeline.channels.transports.outbox import OutboxTransport
+    from pipeline.channels.transports.platform import PlatformTransport
     from pipeline.channels.transports.sftp import SftpTransport
     from pipeline.channels.transports.smtp import SmtpTransport
 
@@ -88,6 +95,11 @@ def make_transports(settings: Settings) -> dict[str, Transport]:
                 raise ValueError(f"[delivery.transports] {channel} = 'smtp' needs the email "
                                  "channel and INVOICES_SMTP__HOST")
             transports[channel] = SmtpTransport(settings.smtp)
+        elif name == "platform":
+            if channel != "pa" or not settings.pa.configured:
+                raise ValueError(f"[delivery.transports] {channel} = 'platform' needs the pa "
+                                 "channel and INVOICES_PA__URL")
+            transports[channel] = PlatformTransport(settings.pa, resend_in_doubt)
         else:
             default = settings.delivery.print_partner if channel == "print" else ""
             if channel == "print" and default not in settings.sftp:
@@ -98,12 +110,14 @@ def make_transports(settings: Settings) -> dict[str, Transport]:
 
 def make_formatters(settings: Settings, env: jinja2.Environment,
                     journal: Journal) -> dict[str, Formatter]:
-    """What each channel sends: email messages, EDI and Peppol files, print files."""
+    """What each channel sends: email messages, EDI and Peppol files, print files, and the
+    Factur-X each invoice deposits on the platform."""
     from pipeline.channels.edi import EdiFormatter
     from pipeline.channels.email import EmailFormatter
+    from pipeline.channels.platform import PlatformFormatter
     from pipeline.channels.printfile import PrintFormatter
 
     edi = EdiFormatter(settings.seller, settings.edi, journal)
     return {"email": EmailFormatter(settings.seller, env, settings.smtp),
             "print": PrintFormatter(settings.render.templates_dir, settings.seller),
-            "edi": edi, "peppol": edi}
+            "edi": edi, "peppol": edi, "pa": PlatformFormatter()}

@@ -15,6 +15,7 @@ import polars as pl
 
 from pipeline import keys
 from pipeline.batching import Batch
+from pipeline.channels.platform import route
 from pipeline.context import RunContext
 from pipeline.documents import InvoiceDocument, build_documents
 from pipeline.ingest import ExtractBundle
@@ -51,8 +52,9 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
     """Build the batch's documents and render those not yet delivered."""
     start = time.perf_counter()
     try:
-        docs = build_documents(bundle, batch.numbers, ctx.settings.seller,
-                               ctx.issue_dates(_credited_elsewhere(bundle, batch.numbers)))
+        docs = [route(doc, ctx.settings) for doc in build_documents(
+            bundle, batch.numbers, ctx.settings.seller,
+            ctx.issue_dates(_credited_elsewhere(bundle, batch.numbers)))]
     except Exception as exc:  # one bad batch must not stop the night: its invoices fail
         progress().advance("render", len(batch.numbers))
         return RenderedBatch(batch, {}, [], {}, time.perf_counter() - start,

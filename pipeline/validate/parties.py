@@ -112,19 +112,22 @@ def country_invalid(x: RuleInput) -> pl.DataFrame:
                         detail=pl.format("customer {}", "customer_id"))
 
 
-@rule("CHANNEL_UNKNOWN", "error", "The customer's channel is not email, edi, print or peppol.")
+@rule("CHANNEL_UNKNOWN", "error",
+      "The customer's channel is not email, edi, print, peppol or pa (accredited platform).")
 def channel_unknown(x: RuleInput) -> pl.DataFrame:
     bad = x.customers.filter(~pl.col("channel").is_in(CHANNELS))
     return _invoices_of(x, bad, actual=pl.col("channel"))
 
 
 @rule("CHANNEL_ADDRESS_MISSING", "error",
-      "The customer's channel lacks what it needs: an email, a GLN (edi) or a Peppol id.")
+      "The customer's channel lacks what it needs: an email, a GLN (edi), a Peppol id or a "
+      "SIREN (pa).")
 def channel_address_missing(x: RuleInput) -> pl.DataFrame:
     bad = x.customers.filter(
         ((pl.col("channel") == "email") & _blank("email"))
         | ((pl.col("channel") == "edi") & _blank("gln"))
-        | ((pl.col("channel") == "peppol") & _blank("peppol_id")))
+        | ((pl.col("channel") == "peppol") & _blank("peppol_id"))
+        | ((pl.col("channel") == "pa") & _blank("siren")))
     return _invoices_of(x, bad, detail=pl.format("channel {} without its address for customer {}",
                                                  "channel", "customer_id"))
 

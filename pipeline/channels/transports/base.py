@@ -24,7 +24,7 @@ from pipeline.errors import PipelineError, Terminal, Transient
 __all__ = ["Parcel", "TransportReceipt", "Transport", "TransientDeliveryError",
            "TerminalDeliveryError", "TRANSPORTS", "register_transport", "Outcome"]
 
-Outcome = Literal["sent", "written"]
+Outcome = Literal["sent", "written", "deposited"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,117 @@
+"""The French 2026 reform end to end: the 300-invoice sample billed through an accredited
+platform (the AFNOR-validated PA server of ``tests/pa_server.py``, on loopback), then the
+platform's lifecycle statuses read back.
+
+Every domestic French B2B invoice goes to the platform exactly once; one the platform
+rejects fails with its reason code; a buyer the directory does not know is reported and
+not deposited; throttling is waited out; a re-run deposits nothing; ``invoices pa sync``
+records the statuses and ``invoices status`` shows them; refused and rejected invoices are
+in the exceptions report with their reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.ingest import load_extract
+from pipeline.settings import Settings
+from pipeline.validate import validate
+from tests.conftest import INVOICES_CLI, SAMPLE_EXTRACT
+from tests.pa_server import CLIENT_ID, CLIENT_SECRET, PaServer
+from tests.test_delivery_e2e import run_cli
+
+
+def _env(pa: PaServer) -> dict[str, str]:
+    return {"INVOICES_PA__URL": pa.flow_url, "INVOICES_PA__DIRECTORY_URL": pa.directory_url,
+            "INVOICES_PA__TOKEN_URL": pa.token_url, "INVOICES_PA__CLIENT_ID": CLIENT_ID,
+            "INVOICES_PA__CLIENT_SECRET": CLIENT_SECRET, "INVOICES_PA__RETRIES": "5"}
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+    return subprocess.run([str(INVOICES_CLI), *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def _routed(extract: Path) -> pl.DataFrame:
+    """Accepted invoices of French buyers with a SIREN: the ones the reform sends to a PA."""
+    settings = Settings()
+    bundle = load_extract(extract)
+    accepted = validate(bundle, settings.seller, settings.validation).accepted
+    return (bundle.invoices.filter(pl.col("invoice_number").is_in(
+        accepted["invoice_number"].implode()))
+        .join(bundle.customers, on="customer_id")
+        .filter((pl.col("country") == "FR") & pl.col("siren").is_not_null()))
+
+
+def test_the_sample_goes_through_the_platform_once_and_its_statuses_come_back(
+        pa_server: PaServer, tmp_path: Path) -> None:
+    routed = _routed(SAMPLE_EXTRACT)
+    sirens = routed.unique("customer_id").sort("customer_id")
+    unknown = sirens.row(0, named=True)  # a buyer the directory does not know
+    for row in sirens.iter_rows(named=True):
+        if row["customer_id"] != unknown["customer_id"]:
+            pa_server.add_company(row["siren"], row["legal_name"])
+    expected = routed.filter(pl.col("customer_id") != unknown["customer_id"])
+    refused = expected.filter(pl.col("invoice_type") == "invoice")["invoice_number"][3]
+    pa_server.reject(refused, "InvalidSchema", "BR-FR-12: BT-49 absent (test)")
+    pa_server.throttle(3, status=429, retry_after="1")
+    home = tmp_path / "home"
+
+    code, output, summary = run_cli(SAMPLE_EXTRACT, home, **_env(pa_server))
+
+    deposited = Counter(d.invoice_number for d in pa_server.deposits)
+    wanted = set(expected["invoice_number"]) - {refused}
+    assert set(deposited) == wanted and set(deposited.values()) == {1}, output
+    assert pa_server.duplicates == []
+    assert all(d.syntax == "Factur-X" and d.profile == "CIUS"
+               and d.processing_rule == "B2B" for d in pa_server.deposits)
+    assert code == 1 and summary["deposited"] == len(wanted)
+    assert "InvalidSchema" in summary["failures"][refused]
+    lost = set(routed.filter(pl.col("customer_id") == unknown["customer_id"])["invoice_number"])
+    assert lost and all("no electronic address" in summary["failures"][n] for n in lost)
+    assert summary["failed"] == len(lost) + 1
+    # buyers abroad keep their own channel
+    assert summary["delivered"] == summary["input_invoices"] - summary["rejected"] - len(lost) - 1
+    assert summary["outcomes_by_channel"]["pa"] == {"deposited": len(wanted)}
+
+    # statuses published by the platform: approved, refused, rejected, paid
+    flow_numbers = sorted(wanted)
+    issued = dict(routed.select("invoice_number", "issue_date").iter_rows())
+    seller = (Settings().seller.siren, Settings().seller.legal_name)
+    approved, declined, collected = flow_numbers[0], flow_numbers[1], flow_numbers[2]
+    for number, code_, reason in ((approved, 200, None), (approved, 205, None),
+                                  (declined, 210, "REF_CT"), (collected, 212, None)):
+        pa_server.publish_status(number, issued[number], code_, reason,
+                                 reason="Commande non conforme" if reason else None,
+                                 amount=Decimal("120.00") if code_ == 212 else None,
+                                 seller=seller, buyer=("200000008", "ACHETEUR"))
+    synced = _cli("pa", "sync", "--home", str(home), env=_env(pa_server))
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "4 new statuses" in synced.stdout
+    again = _cli("pa", "sync", "--home", str(home), env=_env(pa_server))
+    assert "0 new statuses" in again.stdout
+
+    shown = _cli("status", declined, "--home", str(home), "--json", env=_env(pa_server))
+    events = json.loads(shown.stdout)
+    stages = [e["stage"] for e in events]
+    assert {"archive", "delivery", "platform"} <= set(stages)
+    platform = [e for e in events if e["stage"] == "platform"]
+    assert platform[0]["what"] == "210 Refusée" and "REF_CT" in platform[0]["detail"]
+    assert any(e["what"] == "pa deposited" for e in events)
+    table = _cli("status", approved, "--home", str(home), env=_env(pa_server))
+    assert "200 Déposée" in table.stdout and "205 Approuvée" in table.stdout
+
+    # a re-run deposits nothing again; the refused invoice is in its exceptions report
+    before = len(pa_server.deposits)
+    code, output, summary = run_cli(SAMPLE_EXTRACT, home, **_env(pa_server))
+    assert len(pa_server.deposits) == before, output
+    assert summary["deposited"] == 0
+    report = (home / "reports" / summary["run_id"] / "exceptions.html").read_text()
+    assert declined in report and "210 Refusée" in report and "REF_CT" in report
