@@ -115,3 +115,38 @@ def test_the_sample_goes_through_the_platform_once_and_its_statuses_come_back(
     assert summary["deposited"] == 0
     report = (home / "reports" / summary["run_id"] / "exceptions.html").read_text()
     assert declined in report and "210 Refusée" in report and "REF_CT" in report
+
+
+def test_a_deposit_whose_answer_was_lost_is_found_again_not_deposited_twice(
+        pa_server: PaServer) -> None:
+    """The platform stored the flow but its 202 came too late: the deposit is in doubt,
+    and the transport of a run re-sending what was in doubt finds it by its tracking id."""
+    from pipeline.channels.transports.base import Parcel
+    from pipeline.channels.transports.platform import PlatformInDoubtError, PlatformTransport
+    from pipeline.settings import PlatformSettings
+
+    settings = PlatformSettings(url=pa_server.flow_url, directory_url=pa_server.directory_url,
+                                token_url=pa_server.token_url, client_id=CLIENT_ID,
+                                client_secret=CLIENT_SECRET, timeout_s=0.5)
+    pa_server.add_company("732829320", "Acheteur SA")
+    parcel = Parcel("FA2026-000001.pdf", b"%PDF-1.7 a lost answer", ("FA2026-000001",),
+                    partner="732829320")
+    first = PlatformTransport(settings)
+    first.address("732829320")  # the directory answered before the platform slowed down
+    pa_server.answer_delay_s = 1.5
+    try:
+        first.deliver(parcel)
+        raise AssertionError("a lost answer must leave the deposit in doubt")
+    except PlatformInDoubtError as exc:
+        assert "look it up" in str(exc)
+    finally:
+        first.close()
+    pa_server.answer_delay_s = 0
+    assert len(pa_server.deposits) == 1  # it was stored
+
+    again = PlatformTransport(settings, look_up_first=True)
+    receipt = again.deliver(parcel)
+    again.close()
+    assert receipt.outcome == "deposited" and "found by its tracking id" in receipt.reply
+    assert receipt.reply.startswith(f"flow {pa_server.deposits[0].flow_id}")
+    assert len(pa_server.deposits) == 1
