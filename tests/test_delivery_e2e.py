@@ -225,8 +225,8 @@ def test_edi_and_print_files_go_to_their_sftp_drops(small_extract, tmp_path) -> 
         home = tmp_path / "home"
         status, output, summary = run_cli(small_extract, home, INVOICES_CONFIG=str(config))
         assert status == ExitCode.OK, output[-3000:]
-        assert summary["transports"] == {"edi": "sftp", "email": "outbox", "peppol": "sftp",
-                                         "print": "sftp"}
+        assert summary["transports"] == {"edi": "sftp", "email": "outbox", "pa": "outbox",
+                                         "peppol": "sftp", "print": "sftp"}
         counts = summary["by_channel"]
         assert summary["sent"] == sum(counts.get(c, 0) for c in ("edi", "peppol", "print")) > 0
         assert summary["written"] == counts["email"]
