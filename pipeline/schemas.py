@@ -17,12 +17,11 @@ from pipeline import money
 
 __all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "INDEX", "ARTIFACTS",
            "BILLED_LINES", "IDENTIFYING",
-           "Kind", "CHANNELS", "LANGUAGES", "INVOICE_TYPES"]
+           "Kind", "CHANNELS", "INVOICE_TYPES"]
 
 Kind = Literal["string", "int", "date", "amount", "unit_price", "quantity", "rate"]
 
 CHANNELS = ("email", "edi", "print", "peppol")
-LANGUAGES = ("fr", "en", "de")
 INVOICE_TYPES = ("invoice", "credit_note")
 
 _DTYPES: dict[str, pl.DataType] = {
