@@ -32,7 +32,7 @@ from pipeline import keys
 from pipeline.channels.base import Formatted, Outgoing
 from pipeline.channels.transports.base import Parcel
 from pipeline.codes import language
-from pipeline.einvoice.crosscheck import embedded_xml
+from pipeline.einvoice.facturx import embedded_xml
 from pipeline.errors import PipelineError
 from pipeline.render.templates import render_template
 from pipeline.settings import SellerSettings, SmtpSettings
