@@ -123,11 +123,14 @@ def formats() -> Mapping[str, EInvoiceFormat[Any]]:
 
 
 def get(name: str) -> EInvoiceFormat[Any]:
-    """The format registered under ``name``.
+    """The format registered under ``name`` (the package is imported only when its module
+    has not been yet).
 
     Raises:
         KeyError: no format has that name (the message lists those that do).
     """
+    if name in FORMATS:
+        return FORMATS[name]
     try:
         return formats()[name]
     except KeyError:
