@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 
+from pipeline.codes import LANGUAGES
 from pipeline.errors import SettingProblem, SettingsError
-from pipeline.render.templates import LANGUAGES
 from pipeline.schemas import CHANNELS
 from pipeline.settings import RenderSettings, Settings
 from pipeline.storage import SCHEMES, open_storage, url_scheme

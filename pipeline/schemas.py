@@ -17,12 +17,11 @@ from pipeline import money
 
 __all__ = ["Column", "TABLES", "TABLE_NAMES", "polars_schema", "REJECTIONS", "INDEX", "ARTIFACTS",
            "BILLED_LINES", "IDENTIFYING",
-           "Kind", "CHANNELS", "LANGUAGES", "INVOICE_TYPES", "ITEM_NATURES"]
+           "Kind", "CHANNELS", "INVOICE_TYPES", "ITEM_NATURES"]
 
 Kind = Literal["string", "int", "date", "amount", "unit_price", "quantity", "rate"]
 
 CHANNELS = ("email", "edi", "print", "peppol", "pa")
-LANGUAGES = ("fr", "en", "de")
 INVOICE_TYPES = ("invoice", "credit_note")
 ITEM_NATURES = ("goods", "services")
 

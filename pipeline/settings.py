@@ -171,7 +171,8 @@ class ValidationSettings(BaseModel):
                            description="Plausibility limits on amounts, texts and dates.")
 
 
-EInvoiceFormat = Literal["edifact", "x12", "ubl"]
+FormatName = str
+"""An e-invoice format customers can be sent: a name in ``einvoice.registry``."""
 
 
 class EdiSettings(BaseModel):
@@ -181,22 +182,35 @@ class EdiSettings(BaseModel):
 
     sender_gln: str = Field(default="3012345000000", pattern=r"^\d{13}$",
                             description="The seller's GLN in EDI interchanges (UNB, NAD+SU).")
-    formats: dict[str, list[EInvoiceFormat]] = Field(
-        default_factory=lambda: {"edi": ["edifact"], "peppol": ["ubl"]},  # type: ignore[arg-type]
+    formats: dict[str, list[FormatName]] = Field(
+        default_factory=lambda: {"edi": ["edifact"], "peppol": ["ubl"]},
         description="Formats per channel.")
-    customers: dict[str, list[EInvoiceFormat]] = Field(
+    customers: dict[str, list[FormatName]] = Field(
         default_factory=dict, description="Per customer_id, overrides the channel's formats.")
 
     @field_validator("formats")
     @classmethod
-    def _known_channels(cls, value: dict[str, list[EInvoiceFormat]]
-                        ) -> dict[str, list[EInvoiceFormat]]:
+    def _known_channels(cls, value: dict[str, list[FormatName]]
+                        ) -> dict[str, list[FormatName]]:
         unknown = sorted(set(value) - set(CHANNELS))
         if unknown:
             raise ValueError(f"not channels: {unknown} (channels: {', '.join(CHANNELS)})")
         return value
 
-    def formats_for(self, channel: str, customer_id: str) -> list[EInvoiceFormat]:
+    @field_validator("formats", "customers")
+    @classmethod
+    def _known_formats(cls, value: dict[str, list[FormatName]]
+                       ) -> dict[str, list[FormatName]]:
+        from pipeline.einvoice.registry import selectable  # its formats import this module
+
+        known = selectable()
+        unknown = sorted({name for names in value.values() for name in names} - set(known))
+        if unknown:
+            raise ValueError(f"unknown e-invoice formats {unknown} (formats: "
+                             f"{', '.join(known)})")
+        return value
+
+    def formats_for(self, channel: str, customer_id: str) -> list[FormatName]:
         """The formats one customer receives."""
         return self.customers.get(customer_id, self.formats.get(channel, []))
 

@@ -21,11 +21,12 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
+from pipeline.codes import LANGUAGES
 from pipeline.documents import Address, InvoiceDocument, Line, Party, VatRow, build_documents
 from pipeline.errors import PipelineError, TemplateError
 from pipeline.ingest import load_extract
 from pipeline.render.engine import WeasyPrintEngine
-from pipeline.render.templates import LANGUAGES, make_environment, render_template
+from pipeline.render.templates import make_environment, render_template
 from pipeline.settings import PROJECT_ROOT, SellerSettings, Settings
 from pipeline.validate import validate
 

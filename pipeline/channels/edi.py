@@ -1,30 +1,37 @@
 """EDI and Peppol formatter: the Factur-X PDF plus the customer's electronic formats.
 
-UBL (Peppol BIS 3) is one file per invoice; EDIFACT INVOIC and X12 810 are one
-interchange per trading partner and batch, with control numbers stored in the
-ledger. Before anything is written, each invoice's totals are read back from
-the artifact and compared with the document to the cent (``crosscheck``); an
-interchange is also read back whole by a receiver's parser and must match,
-segment for segment and value for value, what the writer meant. An invoice
-whose identifiers cannot be written unaltered fails alone; a problem found in
-an interchange withholds all of it. The parcels go to the channel's transport
-(outbox folder or the partner's SFTP drop, ``partner`` = the buyer's GLN).
+The formats come from the registry (``einvoice.registry``), by the names
+``[edi]`` settings give each customer. A format grouped per invoice (UBL,
+Peppol BIS 3) is one file per invoice; one grouped per partner (EDIFACT INVOIC,
+X12 810) is one interchange per trading partner and batch, with control numbers
+stored in the ledger. Before anything is written, each invoice's totals are read
+back from the bytes by the format's own parser and compared with the document to
+the cent (``crosscheck``); an interchange is also read back whole by a
+receiver's parser and must match, segment for segment and value for value, what
+the writer meant. An invoice whose identifiers cannot be written unaltered fails
+alone; a problem found in an interchange withholds all of it. The parcels go to
+the channel's transport (outbox folder or the partner's SFTP drop, ``partner`` =
+the buyer's GLN).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from pipeline import keys
 from pipeline.channels.base import Formatted, Outgoing
 from pipeline.channels.transports.base import Parcel
-from pipeline.einvoice import crosscheck, edifact, ubl, x12
-from pipeline.einvoice.en16931 import to_en16931
-from pipeline.einvoice.segments import FieldError, Reading, Segment, Syntax
+from pipeline.einvoice import crosscheck, registry
+from pipeline.einvoice.en16931 import Invoice, to_en16931
+from pipeline.einvoice.registry import BuildContext, EInvoiceFormat
+from pipeline.einvoice.segments import FieldError, Segment
 from pipeline.journal import Journal
 from pipeline.settings import EdiSettings, SellerSettings
 
 __all__ = ["EdiFormatter"]
+
+Format = EInvoiceFormat[Any]
 
 
 def partner_of(item: Outgoing) -> str:
@@ -33,8 +40,9 @@ def partner_of(item: Outgoing) -> str:
 
 
 class EdiFormatter:
-    """Parcels ``<invoice>.pdf``, ``<invoice>.ubl.xml``, ``<partner>-<control>.edi`` (EDIFACT)
-    and ``<partner>-<control>.x12``, each addressed to the buyer's partner."""
+    """Parcels ``<invoice>.pdf`` and, per format, ``<invoice><suffix>`` (``.ubl.xml``) or
+    ``<partner>-<control><suffix>`` (``.edi``, ``.x12``), each addressed to the buyer's
+    partner."""
 
     name = "edi"
 
@@ -47,13 +55,14 @@ class EdiFormatter:
         files: list[Parcel] = []
         partners: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
         for item in items:
-            for fmt in self.settings.formats_for(item.doc.channel, item.doc.customer_id):
-                if fmt == "ubl":
-                    self._ubl(item, files, problems)
+            for name in self.settings.formats_for(item.doc.channel, item.doc.customer_id):
+                fmt = registry.get(name)
+                if fmt.grouping == "partner":
+                    partners[(name, partner_of(item))].append(item)
                 else:
-                    partners[(fmt, partner_of(item))].append(item)
-        for (standard, partner), group in sorted(partners.items()):
-            self._interchange(standard, partner, group, files, problems)
+                    self._single(fmt, item, files, problems)
+        for (name, partner), group in sorted(partners.items()):
+            self._interchange(registry.get(name), partner, group, files, problems)
 
         withheld = True
         while withheld:  # an interchange goes out whole or not at all
@@ -71,65 +80,72 @@ class EdiFormatter:
         return Formatted(parcels=kept + pdfs,
                          failures={n: "; ".join(p) for n, p in problems.items()})
 
-    def _ubl(self, item: Outgoing, files: list[Parcel],
-             problems: dict[str, list[str]]) -> None:
-        xml = ubl.to_ubl(to_en16931(item.doc))
-        mismatches = crosscheck.differences(crosscheck.expected_totals(item.doc),
-                                            crosscheck.ubl_totals(xml))
-        if mismatches:
-            problems[item.doc.number].append("UBL totals differ: " + "; ".join(mismatches))
-            return
-        files.append(Parcel(f"{keys.safe_component(item.doc.number)}.ubl.xml", xml,
-                            (item.doc.number,), partner=partner_of(item)))
+    def _sender(self, fmt: Format) -> str:
+        return self.settings.sender_gln if fmt.sender == "gln" else self.seller.siren
 
-    def _interchange(self, fmt: str, partner: str, group: list[Outgoing],
+    def _single(self, fmt: Format, item: Outgoing, files: list[Parcel],
+                problems: dict[str, list[str]]) -> None:
+        """One file for one invoice, if its totals read back as the document's."""
+        doc, partner = item.doc, partner_of(item)
+        try:
+            data = fmt.build([to_en16931(doc)], BuildContext(
+                self._sender(fmt), partner, prepared=doc.issue_date))
+        except FieldError as exc:
+            problems[doc.number].append(str(exc))
+            return
+        mismatches = crosscheck.check(fmt, [doc], data)[doc.number]
+        if mismatches:
+            problems[doc.number].append(f"{fmt.title} totals differ: " + "; ".join(mismatches))
+            return
+        files.append(Parcel(fmt.file_name(doc.number), data, (doc.number,), partner=partner))
+
+    def _interchange(self, fmt: Format, partner: str, group: list[Outgoing],
                      files: list[Parcel], problems: dict[str, list[str]]) -> None:
         """One interchange for the partner's invoices that can be written unaltered; it is
         read back with a receiver's parser and must match, segment for segment, what was
         meant, and carry each document's totals."""
-        syntax: Syntax = edifact if fmt == "edifact" else x12
-        sender = self.settings.sender_gln if fmt == "edifact" else self.seller.siren
+        sender = self._sender(fmt)
         kept: list[Outgoing] = []
+        invoices: list[Invoice] = []
         bodies: list[list[Segment]] = []
         for item in group:
-            try:
-                bodies.append(syntax.body(to_en16931(item.doc), sender, partner))
-            except FieldError as exc:  # this invoice only: the others go without it
-                problems[item.doc.number].append(str(exc))
-                continue
+            invoice = to_en16931(item.doc)
+            if fmt.syntax is not None:
+                try:
+                    bodies.append(fmt.syntax.body(invoice, sender, partner))
+                except FieldError as exc:  # this invoice only: the others go without it
+                    problems[item.doc.number].append(str(exc))
+                    continue
             kept.append(item)
+            invoices.append(invoice)
         if not kept:
             return
-        control = self.journal.next_control_number(partner, fmt)
+        docs = [i.doc for i in kept]
+        control = self.journal.next_control_number(partner, fmt.name)
+        prepared = max(d.issue_date for d in docs)
+        context = BuildContext(sender, partner, control, prepared)
         try:
-            written = syntax.envelope(bodies, control, sender, partner,
-                                      max(i.doc.issue_date for i in kept))
+            data = fmt.build(invoices, context)
         except FieldError as exc:
-            for item in kept:
-                problems[item.doc.number].append(str(exc))
+            for doc in docs:
+                problems[doc.number].append(str(exc))
             return
-        data = syntax.serialize(written)
-        reading = syntax.read(data)
-        found = crosscheck.interchange_differences(fmt, written, reading)
-        for item, differences in zip(kept, found, strict=True):
+        found: list[list[str]]
+        if fmt.syntax is None:
+            found = [[] for _ in kept]
+            mismatches = crosscheck.check(fmt, docs, data)
+        else:  # one parse serves the read-back and the totals
+            syntax = fmt.syntax
+            written = syntax.envelope(bodies, control, sender, partner, prepared)
+            reading = syntax.read(data)
+            found = crosscheck.interchange_differences(fmt.name, written, reading)
+            mismatches = crosscheck.compare(fmt, docs, lambda: syntax.totals(reading))
+        for doc, differences in zip(docs, found, strict=True):
             if differences:
-                problems[item.doc.number].append(f"{fmt} interchange read back differs from "
-                                                 "what was written: " + "; ".join(differences))
-        if not any(found):  # the structure is sound, so the totals can be read from it
-            self._check_totals(fmt, reading, kept, problems)
-        suffix = "edi" if fmt == "edifact" else "x12"
-        files.append(Parcel(f"{keys.safe_component(partner)}-{control:06d}.{suffix}", data,
-                            tuple(i.doc.number for i in kept), partner=partner))
-
-    @staticmethod
-    def _check_totals(fmt: str, reading: Reading, kept: list[Outgoing],
-                      problems: dict[str, list[str]]) -> None:
-        parsed = crosscheck.totals_read_back(fmt, reading)
-        for item in kept:
-            expected = crosscheck.expected_totals(item.doc)
-            actual = {k: v for k, v in parsed.get(item.doc.number, {}).items() if k != "lines"}
-            if fmt == "x12":  # X12 TXI carries no VAT category
-                expected, actual = crosscheck.by_rate(expected), crosscheck.by_rate(actual)
-            mismatches = crosscheck.differences(expected, actual)
-            if mismatches:
-                problems[item.doc.number].append(f"{fmt} totals differ: " + "; ".join(mismatches))
+                problems[doc.number].append(f"{fmt.title} interchange read back differs from "
+                                            "what was written: " + "; ".join(differences))
+            if mismatches[doc.number]:
+                problems[doc.number].append(f"{fmt.title} totals differ: "
+                                            + "; ".join(mismatches[doc.number]))
+        files.append(Parcel(fmt.file_name(partner, control), data,
+                            tuple(d.number for d in docs), partner=partner))

@@ -31,14 +31,14 @@ import jinja2
 from pipeline import keys
 from pipeline.channels.base import Formatted, Outgoing
 from pipeline.channels.transports.base import Parcel
-from pipeline.einvoice.crosscheck import embedded_xml
+from pipeline.codes import language
+from pipeline.einvoice.facturx import embedded_xml
 from pipeline.errors import PipelineError
 from pipeline.render.templates import render_template
 from pipeline.settings import SellerSettings, SmtpSettings
 
-__all__ = ["EmailFormatter", "build", "build_message", "Built", "LANGUAGES", "XML_NAME"]
+__all__ = ["EmailFormatter", "build", "build_message", "Built", "XML_NAME"]
 
-LANGUAGES = ("fr", "en", "de")
 XML_NAME = "factur-x.xml"
 # Every part is 7-bit (quoted-printable or base64 bodies, RFC 2047 headers): any relay takes it.
 _POLICY = SMTP.clone(cte_type="7bit")
@@ -105,7 +105,7 @@ def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
     cc = [_address(a) for a in smtp.cc]
     bcc = [_address(smtp.bcc)] if smtp.bcc else []
 
-    lang = doc.language if doc.language in LANGUAGES else "fr"
+    lang = language(doc.language)
     context = {"doc": doc, "lang": lang}
     message = EmailMessage(policy=_POLICY)
     message["From"] = _address(seller.email, _single_line(seller.legal_name))

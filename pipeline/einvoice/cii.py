@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 
 from lxml import etree
 
+from pipeline.codes import amount, number
 from pipeline.einvoice.en16931 import Invoice, Party
 
 __all__ = ["to_cii", "NS", "GUIDELINE", "VAT_ON_DEBITS"]
@@ -19,17 +19,6 @@ NS = {
 }
 GUIDELINE = "urn:cen.eu:en16931:2017"
 VAT_ON_DEBITS = "5"  # BT-8 in CII: VAT due at the invoice date (XP Z12-012 BR-FR-MAP-03)
-
-
-def amount(value: Decimal) -> str:
-    """Two decimals, as EN 16931 amounts are."""
-    return f"{value:.2f}"
-
-
-def number(value: Decimal) -> str:
-    """Quantities, prices and rates without trailing zeros (never exponent notation)."""
-    text = f"{value.normalize():f}"
-    return text
 
 
 def _el(parent: etree._Element, tag: str, text: str | None = None, **attrs: str

@@ -9,6 +9,11 @@ after it, shifting every following element (issue 9). Identifiers (invoice
 number, references, GLNs, item ids) are never cut: one that does not fit fails
 its invoice with ``FieldError``. Segment counts (UNT) and message counts (UNZ)
 are computed, never written by hand.
+
+A receiver's totals are read from the summary after UNS: MOA 86 (amount due),
+77 (invoice amount), 79 (line items), 125 (taxable), 176 (VAT), then after each
+TAX its MOA 124 (VAT) and 125 (taxable); any other MOA there is reported too, so
+a total written without a reader cannot go unchecked.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from decimal import Decimal
 from pydifact.parser import Parser
 from pydifact.segmentcollection import Interchange
 
-from pipeline.einvoice.cii import amount, number
+from pipeline.codes import amount, number
 from pipeline.einvoice.en16931 import Invoice, Party
-from pipeline.einvoice.segments import FieldError, Reading, Segment, segment
+from pipeline.einvoice.registry import BuildContext, EInvoiceFormat, Totals, register, total_key
+from pipeline.einvoice.segments import FieldError, Reading, Segment, segment, split_messages
 
-__all__ = ["escape", "body", "envelope", "serialize", "interchange", "read",
-           "totals_from_message", "SERVICE_STRING", "TEXT_LIMITS"]
+__all__ = ["escape", "body", "envelope", "serialize", "interchange", "read", "totals",
+           "read_totals", "build", "FORMAT", "MESSAGE", "SERVICE_STRING", "TEXT_LIMITS"]
 
 SERVICE_STRING = "UNA:+.? '"
+MESSAGE = ("message", "UNH", "UNT")
 # D.96A sizes of the free-text elements we fill: NAD C080 3036, C059 3042, 3164 (an..35);
 # the item description is one component of IMD C273, 70 characters in this layout.
 TEXT_LIMITS = {"name": 35, "street": 35, "city": 35, "description": 70}
@@ -122,6 +129,7 @@ def body(inv: Invoice, seller_gln: str, buyer_gln: str) -> list[Segment]:
     segments += [
         segment("UNS", "S"),
         segment("MOA", ("86", amount(inv.payable))),
+        segment("MOA", ("77", amount(inv.tax_inclusive))),
         segment("MOA", ("79", amount(inv.line_total))),
         segment("MOA", ("125", amount(inv.tax_exclusive))),
         segment("MOA", ("176", amount(inv.tax_total))),
@@ -230,21 +238,64 @@ def read(data: bytes) -> Reading:
     return Reading(segments, errors + _count_errors(segments))
 
 
-def totals_from_message(segments: list[tuple[str, list[list[str]]]]) -> dict[str, Decimal]:
-    """Totals a receiver reads from one parsed message (MOA after UNS)."""
-    totals: dict[str, Decimal] = {}
-    after_uns, rate = False, None
-    for tag, elements in segments:
-        if tag == "UNS":
-            after_uns = True
-        elif after_uns and tag == "TAX":
-            rate = elements[4][3] if len(elements) > 4 else None
-            category = elements[5][0] if len(elements) > 5 else ""
-        elif after_uns and tag == "MOA":
-            qualifier, value = elements[0][0], Decimal(elements[0][1])
-            if qualifier == "124" and rate is not None:
-                totals[f"vat {category} {Decimal(rate).normalize()}%"] = value
-            elif rate is None:
-                totals[{"86": "due", "79": "lines", "125": "net", "176": "vat"}[qualifier]] = value
-    totals["gross"] = totals["due"]
-    return totals
+_SUMMARY = {"86": "due", "77": "gross", "79": "lines", "125": "net", "176": "vat"}
+_PER_RATE = {"124": "vat", "125": "base"}
+
+
+def _message_totals(segments: list[Segment]) -> Totals:
+    """The totals of one message's summary section (after UNS)."""
+    found: Totals = {}
+    summary, rate = False, None
+    for seg in segments:
+        if seg.tag == "UNS":
+            summary = True
+        elif summary and seg.tag == "TAX":
+            rate = (Decimal(seg.elements[4][3]), seg.elements[5][0])
+        elif summary and seg.tag == "MOA":
+            qualifier, value = seg.elements[0][0], Decimal(seg.elements[0][1])
+            if rate is None:
+                key = _SUMMARY.get(qualifier, f"MOA {qualifier}")
+            elif qualifier in _PER_RATE:
+                key = total_key(_PER_RATE[qualifier], *rate)
+            else:
+                key = f"MOA {qualifier} after TAX {rate[1]} {number(rate[0])}%"
+            if key in found:
+                raise ValueError(f"{key} is given twice (MOA {qualifier})")
+            found[key] = value
+    return found
+
+
+def totals(reading: Reading) -> dict[str, Totals]:
+    """Per invoice number (BGM 1004), the totals of each message of an interchange read."""
+    found = {}
+    for n, message in enumerate(split_messages(reading.segments, *MESSAGE[1:])[1], start=1):
+        segments = [seg for _, seg in message]
+        bgm = next((seg for seg in segments if seg.tag == "BGM"), None)
+        if bgm is None or len(bgm.elements) < 2:
+            raise ValueError(f"message {n} has no invoice number (BGM 1004)")
+        found[bgm.elements[1][0]] = _message_totals(segments)
+    return found
+
+
+def read_totals(data: bytes) -> dict[str, Totals]:
+    """Per invoice number, the totals a receiver's parser (pydifact) reads from the bytes."""
+    return totals(read(data))
+
+
+def build(invoices: Sequence[Invoice], context: BuildContext) -> bytes:
+    """The interchange of one partner's invoices (``interchange``).
+
+    Raises:
+        FieldError: an identifier does not fit its element or is not in UNOC.
+    """
+    if context.prepared is None:
+        raise ValueError("an EDIFACT interchange needs its preparation date")
+    return interchange(invoices, context.control, context.sender, context.receiver,
+                       context.prepared)
+
+
+import pipeline.einvoice.edifact as _syntax  # noqa: E402 (this module, as a Syntax)
+
+FORMAT = register(EInvoiceFormat(
+    name="edifact", title="EDIFACT", grouping="partner", media_type="application/EDIFACT",
+    suffix=".edi", build=build, read_totals=read_totals, sender="gln", syntax=_syntax))

@@ -14,12 +14,9 @@ from decimal import Decimal
 from pipeline.documents import Address, InvoiceDocument
 
 __all__ = ["Party", "Line", "VatBreakdown", "Invoice", "to_en16931", "TYPE_CODES",
-           "UNIT_CODES", "BILLING_MODES", "notes"]
+           "BILLING_MODES", "notes"]
 
 TYPE_CODES = {"invoice": "380", "credit_note": "381"}
-# Our extract's units are already UN/ECE Rec 20 codes; DAY is not, its code is DAY.
-UNIT_CODES = {"C62": "C62", "KGM": "KGM", "HUR": "HUR", "DAY": "DAY", "LTR": "LTR",
-              "MTR": "MTR"}
 PAYMENT_MEANS_SEPA_TRANSFER = "58"
 # BT-23 "cadre de facturation" of the 2026 reform (XP Z12-012, BR-FR-08): a plain deposit
 # of an invoice of goods (B1), of services (S1) or of both (M1).
@@ -209,7 +206,7 @@ def to_en16931(doc: InvoiceDocument) -> Invoice:
         delivery_date=doc.delivery_date, deliver_to=_deliver_to(doc),
         payment_means_code=PAYMENT_MEANS_SEPA_TRANSFER,
         iban=seller.iban.replace(" ", ""), bic=seller.bic,
-        lines=tuple(Line(str(ln.line_no), ln.quantity, UNIT_CODES.get(ln.unit, ln.unit),
+        lines=tuple(Line(str(ln.line_no), ln.quantity, ln.unit,
                          ln.net, ln.description, ln.sku, ln.unit_price, ln.vat_category,
                          ln.vat_rate) for ln in doc.lines),
         vat=tuple(VatBreakdown(r.base, r.vat, r.category, r.rate,

@@ -4,18 +4,30 @@ WeasyPrint writes the final file in one pass (``pdf_variant="pdf/a-3b"``, the XM
 as an ``Attachment`` with AFRelationship ``Alternative``, the XMP extension
 schema through ``xmp_metadata``), with fixed dates so the bytes stay
 deterministic; the ``factur-x`` library is only used to check the result.
+
+The registered format builds the XML; its totals are read back from the PDF
+(or from the XML alone) by ``xml_totals.cii_totals``, which shares nothing with the writer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import zlib
+from collections.abc import Sequence
 from datetime import datetime, time
-
-from weasyprint import Attachment
+from typing import TYPE_CHECKING
 
 from pipeline.einvoice.cii import to_cii
 from pipeline.einvoice.en16931 import Invoice
+from pipeline.einvoice.registry import BuildContext, EInvoiceFormat, Totals, one, register
+from pipeline.einvoice.xml_totals import cii_totals
 
-__all__ = ["FILENAME", "PDF_VARIANT", "XMP", "attachment"]
+if TYPE_CHECKING:
+    from weasyprint import Attachment
+
+__all__ = ["FILENAME", "PDF_VARIANT", "XMP", "attachment", "embedded_xml", "read_totals",
+           "build", "FORMAT"]
 
 FILENAME = "factur-x.xml"
 PDF_VARIANT = "pdf/a-3b"
@@ -57,7 +69,50 @@ XMP = (
 
 def attachment(invoice: Invoice) -> tuple[Attachment, bytes]:
     """The ``factur-x.xml`` attachment of an invoice, and the XML bytes it carries."""
+    from weasyprint import Attachment  # only the renderer needs WeasyPrint
+
     xml = to_cii(invoice)
     stamp = datetime.combine(invoice.issue_date, time(0, 0))
     return Attachment(string=xml.decode(), name=FILENAME, description="Factur-X invoice data",
                       created=stamp, modified=stamp, relationship="Alternative"), xml
+
+
+_EMBEDDED = re.compile(
+    rb"<</Type /EmbeddedFile/Subtype /text#2fxml/Params <</CheckSum <([0-9a-f]{32})>"
+    rb"[^>]*>>/Filter /FlateDecode/Length (\d+)>>\nstream\n")
+
+
+def embedded_xml(pdf: bytes) -> bytes:
+    """The XML file embedded in the PDF, read from the PDF bytes themselves.
+
+    Our PDFs embed exactly one file (``factur-x.xml``, checked with pypdf and the
+    factur-x library in the tests); reading its stream directly costs a fraction of
+    a full PDF parse, which matters at one call per invoice.
+
+    Raises:
+        ValueError: there is not exactly one embedded XML file, or it fails its checksum.
+    """
+    found = list(_EMBEDDED.finditer(pdf))
+    if len(found) != 1:
+        raise ValueError(f"expected one embedded {FILENAME}, found {len(found)}")
+    checksum, length = found[0].group(1).decode(), int(found[0].group(2))
+    start = found[0].end()
+    xml = zlib.decompress(pdf[start:start + length])
+    if hashlib.md5(xml).hexdigest() != checksum:  # noqa: S324 (PDF's own checksum)
+        raise ValueError(f"embedded {FILENAME} does not match its checksum")
+    return xml
+
+
+def read_totals(data: bytes) -> dict[str, Totals]:
+    """Per invoice number, the totals in a Factur-X PDF's ``factur-x.xml`` (or in the XML)."""
+    return cii_totals(embedded_xml(data) if data.startswith(b"%PDF") else data)
+
+
+def build(invoices: Sequence[Invoice], context: BuildContext) -> bytes:
+    """The ``factur-x.xml`` of one invoice, which the renderer embeds in its PDF."""
+    return to_cii(one(invoices))
+
+
+FORMAT = register(EInvoiceFormat(
+    name="facturx", title="Factur-X", grouping="invoice", media_type="text/xml",
+    suffix=".xml", build=build, read_totals=read_totals, selectable=False))

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Protocol
 
 from pipeline.einvoice.en16931 import Invoice
 from pipeline.errors import PipelineError, Terminal
 
-__all__ = ["Element", "Segment", "segment", "Reading", "FieldError", "Syntax"]
+__all__ = ["Element", "Segment", "segment", "Reading", "FieldError", "Syntax", "split_messages"]
 
 Element = tuple[str, ...]  # the components of one data element (one for a simple element)
 
@@ -69,8 +70,31 @@ class FieldError(PipelineError, Terminal):
                          "customer another format")
 
 
+def split_messages(segments: Sequence[Segment], start: str, end: str
+                   ) -> tuple[list[Segment], list[list[tuple[int, Segment]]]]:
+    """Segments outside any message, and each message (``start`` ... ``end``) with every
+    segment's index in ``segments``."""
+    outside: list[Segment] = []
+    messages: list[list[tuple[int, Segment]]] = []
+    current: list[tuple[int, Segment]] | None = None
+    for index, seg in enumerate(segments):
+        if seg.tag == start:
+            current = []
+            messages.append(current)
+        if current is None:
+            outside.append(seg)
+        else:
+            current.append((index, seg))
+        if seg.tag == end:
+            current = None
+    return outside, messages
+
+
 class Syntax(Protocol):
     """What the EDIFACT and X12 modules both offer, so the channel treats them alike."""
+
+    MESSAGE: tuple[str, str, str]
+    """What one message is called, and the tags that open and close it."""
 
     def body(self, inv: Invoice, sender: str, receiver: str, /) -> list[Segment]:
         """One invoice's segments, envelope aside."""
@@ -87,4 +111,8 @@ class Syntax(Protocol):
 
     def read(self, data: bytes, /) -> Reading:
         """The bytes as a receiver's parser reads them."""
+        ...
+
+    def totals(self, reading: Reading, /) -> dict[str, dict[str, Decimal]]:
+        """Per invoice number, the totals in an interchange already read."""
         ...

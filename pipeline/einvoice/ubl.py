@@ -9,10 +9,14 @@ one document, since each requires its own ``ProfileID``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lxml import etree
 
-from pipeline.einvoice.cii import amount, number
+from pipeline.codes import amount, number
 from pipeline.einvoice.en16931 import Invoice, Party
+from pipeline.einvoice.registry import BuildContext, EInvoiceFormat, one, register
+from pipeline.einvoice.xml_totals import ubl_totals
 
 __all__ = ["to_ubl", "CUSTOMIZATION", "PROFILE", "is_french", "VAT_ON_DEBITS"]
 
@@ -160,3 +164,13 @@ def to_ubl(inv: Invoice) -> bytes:
         b.cbc(b.cac(node, "Price"), "PriceAmount", number(line.net_price),
               currencyID=inv.currency)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def build(invoices: Sequence[Invoice], context: BuildContext) -> bytes:
+    """The UBL XML of one invoice or credit note."""
+    return to_ubl(one(invoices))
+
+
+FORMAT = register(EInvoiceFormat(
+    name="ubl", title="UBL", grouping="invoice", media_type="application/xml",
+    suffix=".ubl.xml", build=build, read_totals=ubl_totals))

@@ -7,6 +7,11 @@ numbers, references, ids) are never cut or altered: one that does not fit fails
 its invoice with ``FieldError``. Segments are built as structured data and
 serialized in one place; control numbers come from the caller (stored per
 partner in the ledger).
+
+A receiver's totals are read from each transaction: TDS01 (total invoice amount,
+the gross and the amount due), TDS02 (the net) and every TXI (VAT and taxable
+amount per rate; their sum is the VAT). TXI carries no VAT category, so totals
+are compared per rate.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ from decimal import Decimal
 
 from pyx12.x12file import X12Reader
 
-from pipeline.einvoice.cii import number
+from pipeline.codes import X12_UNITS, amount, cents, number
 from pipeline.einvoice.en16931 import Invoice
-from pipeline.einvoice.segments import FieldError, Reading, Segment, segment
+from pipeline.einvoice.registry import (
+    COMMON_TOTALS,
+    BuildContext,
+    EInvoiceFormat,
+    Totals,
+    register,
+    total_key,
+)
+from pipeline.einvoice.segments import FieldError, Reading, Segment, segment, split_messages
 
-__all__ = ["clean", "body", "envelope", "serialize", "interchange", "read", "parse", "UNITS",
-           "REFERENCE_LIMITS", "SEPARATORS",
-           "totals_from_transaction"]
+__all__ = ["clean", "body", "envelope", "serialize", "interchange", "read", "parse", "totals",
+           "read_totals", "build", "FORMAT", "MESSAGE", "REFERENCE_LIMITS", "SEPARATORS"]
 
-UNITS = {"C62": "EA", "KGM": "KG", "HUR": "HR", "DAY": "DA", "LTR": "LT", "MTR": "MR"}
+MESSAGE = ("transaction set", "ST", "SE")
 SEPARATORS = "*~>"
 _BLANKED = str.maketrans({"*": " ", "~": " ", ">": " ", "\n": " ", "\r": " ", "\t": " "})
 
@@ -57,11 +69,6 @@ def _ident(value: str, limit: int, field_name: str) -> str:
                          f"has {len(value)} characters, the element allows at most {limit} "
                          f"(AN 1/{limit} in 004010)")
     return value
-
-
-def _cents(value: Decimal) -> str:
-    """TDS amounts carry two implied decimals: 1234.50 -> 123450."""
-    return str(int((value * 100).to_integral_value()))
 
 
 def body(inv: Invoice, seller_id: str, buyer_gln: str) -> list[Segment]:
@@ -98,15 +105,15 @@ def body(inv: Invoice, seller_id: str, buyer_gln: str) -> list[Segment]:
     for line in inv.lines:
         segments += [
             segment("IT1", _ident(line.line_id, 20, "IT101 (line number)"),
-                    number(line.quantity), UNITS.get(line.unit_code, "EA"),
+                    number(line.quantity), X12_UNITS.get(line.unit_code, "EA"),
                     number(line.net_price), "", "VP",
                     _ident(line.seller_item_id, limit["sku"], "IT107 (item number)")),
             segment("PID", "F", "", "", "", clean(line.item_name, 80)),
         ]
-    segments.append(segment("TDS", _cents(inv.payable), _cents(inv.tax_exclusive)))
+    segments.append(segment("TDS", cents(inv.payable), cents(inv.tax_exclusive)))
     for vat in inv.vat:
-        segments.append(segment("TXI", "VA", f"{vat.tax_amount:.2f}", number(vat.rate), "", "",
-                                "", "", f"{vat.taxable_amount:.2f}"))
+        segments.append(segment("TXI", "VA", amount(vat.tax_amount), number(vat.rate), "", "",
+                                "", "", amount(vat.taxable_amount)))
     segments.append(segment("CTT", str(len(inv.lines))))
     return segments
 
@@ -180,14 +187,57 @@ def parse(data: bytes) -> list[list[str]]:
     return [[s.tag, *(">".join(e) for e in s.elements)] for s in read(data).segments]
 
 
-def totals_from_transaction(segments: list[list[str]]) -> dict[str, Decimal]:
-    """Totals a receiver reads from one ST ... SE transaction."""
-    totals: dict[str, Decimal] = {}
+def _transaction_totals(segments: list[Segment]) -> Totals:
+    """The totals of one transaction: TDS, and VAT from its TXI segments."""
+    found: Totals = {}
     for seg in segments:
-        if seg[0] == "TDS":
-            totals["due"] = totals["gross"] = Decimal(seg[1]) / 100
-            totals["net"] = Decimal(seg[2]) / 100
-        elif seg[0] == "TXI":
-            totals[f"vat S {Decimal(seg[3]).normalize()}%"] = Decimal(seg[2])
-    totals["vat"] = totals["gross"] - totals["net"]
-    return totals
+        if seg.tag == "TDS":
+            if "due" in found:
+                raise ValueError("TDS is given twice")
+            found["due"] = found["gross"] = Decimal(seg.elements[0][0]) / 100
+            if len(seg.elements) > 1:
+                found["net"] = Decimal(seg.elements[1][0]) / 100
+        elif seg.tag == "TXI":
+            vat, rate = Decimal(seg.elements[1][0]), Decimal(seg.elements[2][0])
+            found["vat"] = found.get("vat", Decimal(0)) + vat
+            for kind, value in (("vat", vat), ("base", Decimal(seg.elements[7][0]))):
+                key = total_key(kind, rate)  # two categories may share a rate
+                found[key] = found.get(key, Decimal(0)) + value
+    return found
+
+
+def totals(reading: Reading) -> dict[str, Totals]:
+    """Per invoice number (BIG02), the totals of each transaction of an interchange read."""
+    found = {}
+    for n, transaction in enumerate(split_messages(reading.segments, *MESSAGE[1:])[1], start=1):
+        segments = [seg for _, seg in transaction]
+        big = next((seg for seg in segments if seg.tag == "BIG"), None)
+        if big is None or len(big.elements) < 2:
+            raise ValueError(f"transaction set {n} has no invoice number (BIG02)")
+        found[big.elements[1][0]] = _transaction_totals(segments)
+    return found
+
+
+def read_totals(data: bytes) -> dict[str, Totals]:
+    """Per invoice number, the totals a receiver's parser (pyx12) reads from the bytes."""
+    return totals(read(data))
+
+
+def build(invoices: Sequence[Invoice], context: BuildContext) -> bytes:
+    """The interchange of one partner's invoices (``interchange``).
+
+    Raises:
+        FieldError: an identifier does not fit its element or has a separator in it.
+    """
+    if context.prepared is None:
+        raise ValueError("an X12 interchange needs its preparation date")
+    return interchange(invoices, context.control, context.sender, context.receiver,
+                       context.prepared)
+
+
+import pipeline.einvoice.x12 as _syntax  # noqa: E402 (this module, as a Syntax)
+
+FORMAT = register(EInvoiceFormat(
+    name="x12", title="X12", grouping="partner", media_type="application/EDI-X12",
+    suffix=".x12", build=build, read_totals=read_totals, totals=COMMON_TOTALS,
+    vat_by="rate", sender="siren", syntax=_syntax))

@@ -28,19 +28,17 @@ from babel.numbers import format_currency, format_decimal, get_currency_precisio
 from babel.support import Translations
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from pipeline.codes import DEFAULT_LANGUAGE, LANGUAGES, LOCALES, UNIT_SYMBOLS, language
 from pipeline.documents import InvoiceDocument
 from pipeline.errors import TemplateError
 
-__all__ = ["TemplateSet", "make_environment", "render_template", "LOCALES", "LANGUAGES"]
+__all__ = ["TemplateSet", "make_environment", "render_template"]
 
-LOCALES = {"fr": "fr_FR", "en": "en_GB", "de": "de_DE"}
-LANGUAGES = tuple(LOCALES)
-_UNITS = {"C62": "pce", "KGM": "kg", "HUR": "h", "DAY": "j", "LTR": "L", "MTR": "m"}
 _DATE_FORMATS = {"fr": "dd/MM/yyyy", "en": "dd/MM/yyyy", "de": "dd.MM.yyyy"}
 
 
 def _locale(context: Any) -> str:
-    return LOCALES[context.get("lang", "fr")]
+    return LOCALES[context.get("lang", DEFAULT_LANGUAGE)]
 
 
 @jinja2.pass_context
@@ -61,7 +59,8 @@ def _price(context: Any, value: Decimal, currency: str = "EUR") -> str:
 
 @jinja2.pass_context
 def _date(context: Any, value: date) -> str:
-    return format_date(value, _DATE_FORMATS[context.get("lang", "fr")], locale=_locale(context))
+    return format_date(value, _DATE_FORMATS[context.get("lang", DEFAULT_LANGUAGE)],
+                       locale=_locale(context))
 
 
 @jinja2.pass_context
@@ -81,7 +80,7 @@ def _country(context: Any, code: str) -> str:
 
 
 def _unit(code: str) -> str:
-    return _UNITS.get(code, code)
+    return UNIT_SYMBOLS.get(code, code)
 
 
 FILTERS = {"money": _money, "price": _price, "date": _date, "qty": _qty, "percent": _percent,
@@ -202,4 +201,4 @@ class TemplateSet:
 
 def language_of(doc: InvoiceDocument) -> str:
     """The document's language, French when the customer's is not one we have."""
-    return doc.language if doc.language in LOCALES else "fr"
+    return language(doc.language)

@@ -6,12 +6,11 @@ the cent, VAT per rate on the sum of the lines) and compared to the cent.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 from babel.numbers import list_currencies
 
 from pipeline import money
+from pipeline.codes import UNIT_CODES
 from pipeline.schemas import ITEM_NATURES
 from pipeline.validate.integrity import BLANK
 from pipeline.validate.registry import RuleInput, rule
@@ -22,9 +21,6 @@ NOT_TENDER = frozenset({"XAG", "XAU", "XPD", "XPT", "XBA", "XBB", "XBC", "XBD", 
                         "XUA", "XTS", "XXX", "BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN",
                         "UYI", "UYW"})
 CURRENCIES = frozenset(list_currencies()) - NOT_TENDER
-UNIT_CODES = frozenset(
-    code for line in (Path(__file__).parent / "unit_codes.txt").read_text().splitlines()
-    if not line.startswith("#") for code in line.split())
 VAT_CATEGORIES = ("S", "Z", "E", "AE", "K", "G", "O", "L", "M")
 
 

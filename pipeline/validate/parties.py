@@ -14,7 +14,8 @@ from stdnum import ean
 from stdnum.eu import vat
 from stdnum.fr import siren, tva
 
-from pipeline.schemas import CHANNELS, LANGUAGES
+from pipeline.codes import LANGUAGES
+from pipeline.schemas import CHANNELS
 from pipeline.validate.integrity import flagged
 from pipeline.validate.registry import RuleInput, rule
 
