@@ -114,6 +114,20 @@ def test_generated_212_passes_and_reads_back() -> None:
     assert status.issuer == replace(SELLER, role="SE") and status.unece_status == "47"
 
 
+def test_the_registry_builds_and_reads_the_seller_s_messages() -> None:
+    """Lifecycle messages are a format of the registry like the invoices: one message per
+    file, read back by the independent reader."""
+    from pipeline.einvoice import registry
+
+    fmt = registry.get("cdar")
+    status = _collected(("20", "720"), ("10", "440.00"))
+    xml = fmt.build([status], registry.BuildContext())
+    _passes(xml)
+    assert fmt.read_totals(xml) == {status.invoice_number: cdar.read_totals(xml)}
+    assert fmt.read_totals(xml)[status.invoice_number]["collected"] == Decimal("1160.00")
+    assert (fmt.grouping, fmt.selectable) == ("message", False)
+
+
 def test_212_without_vat_on_receipts_goes_to_the_buyer_only() -> None:
     status = cdar.seller_status(212, invoice_number="F1", invoice_date=date(2025, 7, 1),
                                 seller=SELLER, buyer=BUYER, at=AT, vat_on_receipts=False,

@@ -32,14 +32,16 @@ from pipeline.validate import validate
 CENT = Decimal("0.01")
 
 
-def test_the_registry_lists_the_four_formats() -> None:
+def test_the_registry_lists_the_formats_and_the_lifecycle_messages() -> None:
     formats = registry.formats()
     assert {name: (f.grouping, f.suffix) for name, f in formats.items()} == {
         "facturx": ("invoice", ".xml"), "ubl": ("invoice", ".ubl.xml"),
-        "edifact": ("partner", ".edi"), "x12": ("partner", ".x12")}
-    assert registry.selectable() == ["edifact", "ubl", "x12"]  # Factur-X is in every PDF
-    with pytest.raises(KeyError, match="no e-invoice format 'cdar'; registered: edifact, "):
-        registry.get("cdar")
+        "edifact": ("partner", ".edi"), "x12": ("partner", ".x12"),
+        "cdar": ("message", ".cdar.xml")}
+    # Factur-X is in every PDF; lifecycle messages go to the platform, not to customers
+    assert registry.selectable() == ["edifact", "ubl", "x12"]
+    with pytest.raises(KeyError, match="no e-invoice format 'xml'; registered: cdar, "):
+        registry.get("xml")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(replace(registry.get("ubl"), suffix=".xml"))
     with pytest.raises(ValueError, match=r"unknown e-invoice formats \['edi'\] \(formats: "

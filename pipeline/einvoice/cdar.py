@@ -26,6 +26,7 @@ from typing import Any, Literal
 from lxml import etree
 
 from pipeline.einvoice.cii import number
+from pipeline.einvoice.registry import BuildContext, EInvoiceFormat, one, register
 from pipeline.money import CENT
 
 __all__ = ["NS", "PROFILE", "PROFILE_PPF", "PPF", "TPhase", "TSender", "StatusCode",
@@ -747,3 +748,19 @@ def seller_status(
         details=((StatusDetail(characteristics=amounts),) if amounts else ()) + tuple(details),
         unece_status=known.unece if known else None)
 
+
+
+def _build_one(statuses: Sequence[LifecycleStatus], context: BuildContext) -> bytes:
+    """The registry's ``build``: one status message, as ``build`` writes it."""
+    return build(one(statuses))
+
+
+def _totals_by_invoice(xml: bytes) -> dict[str, dict[str, Decimal]]:
+    """The registry's ``read_totals``: the message's amounts, under its invoice number."""
+    return {parse(xml)[0].invoice_number: read_totals(xml)}
+
+
+FORMAT = register(EInvoiceFormat(
+    name="cdar", title="CDAR lifecycle message", grouping="message",
+    media_type="application/xml", suffix=".cdar.xml", build=_build_one,
+    read_totals=_totals_by_invoice, totals=frozenset(), selectable=False))
