@@ -124,7 +124,7 @@ def _transient_only(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
 def sync_platform_statuses(settings_data: dict[str, Any]) -> dict[str, Any]:
     """Record the lifecycle statuses the platform published since the last sync."""
     settings = Settings(**settings_data)  # the secrets come from this process's environment
-    report = sync(settings.pa, Journal(settings.ledger_url))
+    report = sync(settings, Journal(settings.ledger_url))
     get_run_logger().info("platform: %d lifecycle flows read, %d new statuses %s",
                           report.flows, report.recorded, dict(report.by_code))
     return {"flows": report.flows, "recorded": report.recorded,

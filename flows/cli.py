@@ -300,8 +300,12 @@ def status(
     from pipeline.preflight import load_settings
 
     with reported(verbose):
-        storage = _archive_storage(home)
         settings = load_settings(home=home)
+        if not (settings.home / "reports").is_dir():
+            console.print(f"{settings.home} holds no run: nothing is recorded about {number} "
+                          "(--home or INVOICES_HOME names the home of the runs)")
+            raise typer.Exit(ExitCode.BAD_SETTINGS)
+        storage = _archive_storage(home)
         events = invoice_history(number, settings.home / "reports", read_index(storage),
                                  Journal(settings.ledger_url))
     if as_json:
@@ -331,13 +335,14 @@ def pa_sync(home: HomeOption = Path("var"), verbose: VerboseOption = False) -> N
     them per invoice (``invoices status NUMBER`` shows them)."""
     from pipeline.journal import Journal
     from pipeline.platform.lifecycle import sync
-    from pipeline.preflight import load_settings
+    from pipeline.preflight import check_settings, load_settings
 
     with reported(verbose):
         settings = load_settings(home=home)
         if not settings.pa.configured:
             raise typer.BadParameter("no platform is configured (INVOICES_PA__URL)")
-        report = sync(settings.pa, Journal(settings.ledger_url))
+        check_settings(settings)
+        report = sync(settings, Journal(settings.ledger_url))
     Console().print(f"{report.flows} lifecycle flows read, {report.recorded} new statuses"
                     + "".join(f", {n} × {code}" for code, n in sorted(report.by_code.items())))
     for problem in report.problems:

@@ -109,7 +109,7 @@ def _fitting(numbers: Sequence[str], limit: int = 1024) -> str:
 @dataclass(frozen=True)
 class Archived:
     """A delivered invoice: its document, its archived PDF, the channel it went out on,
-    ``sent`` or ``written``, and the archived files that carried it."""
+    ``sent``, ``deposited`` or ``written``, and the archived files that carried it."""
 
     doc: InvoiceDocument
     pdf: StoredObject

@@ -47,7 +47,7 @@ class BatchReport:
     delivered: dict[str, str] = field(default_factory=dict)
     """Invoice -> channel, delivered by this run."""
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    """Invoice -> ``sent`` or ``written``, for those delivered by this run."""
+    """Invoice -> ``sent``, ``deposited`` or ``written``, for those delivered by this run."""
     already_delivered: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     failure_class: dict[str, TErrorClass] = field(default_factory=dict)
@@ -330,9 +330,7 @@ def _unindexed(ctx: RunContext, docs: dict[str, InvoiceDocument],
     """Invoices delivered by a run that stopped before writing its index part: their rows
     again, from the journal (state, and the keys of what carried them) and the archive
     (the PDF's digest), so every delivered invoice has its index row."""
-    fallback = ctx.settings.delivery.fallback_to_print
-    wanted = [k for n in report.already_delivered
-              for k in keys.delivered_keys(n, docs[n].channel, fallback)
+    wanted = [k for n in report.already_delivered for k in keys.delivered_keys(n)
               if (n, k.partition(":")[0]) not in ctx.indexed]
     if not wanted:
         return []
@@ -370,16 +368,14 @@ def deliver_batch(rendered: RenderedBatch, ctx: RunContext) -> BatchReport:
         return report
     todo: dict[str, list[Outgoing]] = defaultdict(list)
     waiting: dict[str, str] = {}
-    fallback = ctx.settings.delivery.fallback_to_print
     done = ctx.journal.delivered_keys(
-        key for r in rendered.rendered
-        for key in keys.delivered_keys(r.number, rendered.docs[r.number].channel, fallback))
+        key for r in rendered.rendered for key in keys.delivered_keys(r.number))
     items: list[Outgoing] = []
     for result in rendered.rendered:
         doc = rendered.docs[result.number]
         if result.pdf is None or result.sha256 is None:
             report.fail(doc.number, result.error or "render produced no PDF")
-        elif done.intersection(keys.delivered_keys(doc.number, doc.channel, fallback)):
+        elif done.intersection(keys.delivered_keys(doc.number)):
             report.already_delivered[doc.number] = doc.channel
         else:
             items.append(Outgoing(doc, result.pdf, result.sha256))

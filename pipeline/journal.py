@@ -1,7 +1,7 @@
 """The delivery journal: every invoice and channel, delivered exactly once.
 
-A delivery moves ``pending -> started -> sent | written | failed | in_doubt``, each step one
-transaction. A claim is one conditional ``UPDATE ... WHERE state IN ('pending',
+A delivery moves ``pending -> started -> sent | deposited | written | failed | in_doubt``,
+each step one transaction. A claim is one conditional ``UPDATE ... WHERE state IN ('pending',
 'failed')`` whose row count says who won, so two runs, two workers or a retry
 can never both claim a delivery, on SQLite as on PostgreSQL. A ``started`` row
 whose run is gone (a crash between claim and outcome) is *in doubt*: the
@@ -227,8 +227,8 @@ class Journal:
         """Claim deliveries for this run, all of them or none (a file carrying several
         invoices goes out whole); only one claimer of a delivery ever wins.
 
-        Per key: ``claimed`` (all were: go on and deliver), ``delivered`` (sent or written
-        before), ``in_flight`` (another live run has started it), ``in_doubt`` (a run that
+        Per key: ``claimed`` (all were: go on and deliver), ``delivered`` (sent, deposited or
+        written before), ``in_flight`` (another live run has started it), ``in_doubt`` (a run that
         is gone started it, or a transport could not tell: only ``resend_in_doubt`` claims
         it), or ``free`` (claimable, but not claimed because another one was not).
         """
@@ -300,7 +300,7 @@ class Journal:
             return "in_flight" if row.run_id in self._alive(conn, [row.run_id]) else "in_doubt"
 
     def delivered_keys(self, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` were already sent or written."""
+        """Which of ``keys`` were already sent, deposited or written."""
         keys = list(keys)
         found: set[str] = set()
         with self.engine.connect() as conn:
@@ -311,7 +311,7 @@ class Journal:
         return found
 
     def final_rows(self, keys: Iterable[str]) -> dict[str, DeliveryRow]:
-        """The sent or written deliveries among ``keys``, by key."""
+        """The sent, deposited or written deliveries among ``keys``, by key."""
         keys = list(keys)
         found: dict[str, DeliveryRow] = {}
         with self.engine.connect() as conn:

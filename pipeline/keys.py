@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from datetime import date
 
+from pipeline.schemas import CHANNELS
+
 __all__ = ["safe_component", "digest", "batch_id", "pdf_key", "delivery_key",
            "variant_key", "idempotency_key", "delivered_keys", "message_id", "extract_id"]
 
@@ -90,13 +92,13 @@ def idempotency_key(invoice_number: str, channel: str) -> str:
     return f"{channel}:{invoice_number}"
 
 
-def delivered_keys(invoice_number: str, channel: str, fallback_to_print: bool) -> list[str]:
-    """Ledger keys that, once final, mean the invoice went out: its channel's, and print's
-    for an email invoice when bounced emails fall back to print."""
-    found = [idempotency_key(invoice_number, channel)]
-    if channel == "email" and fallback_to_print:
-        found.append(idempotency_key(invoice_number, "print"))
-    return found
+def delivered_keys(invoice_number: str) -> list[str]:
+    """Ledger keys that, once final, mean the invoice went out: those of every channel.
+
+    An invoice reaches its buyer once, whichever way: a bounced email that went to print,
+    a customer moved to another channel, or French B2B invoices routed to the accredited
+    platform once one is configured must not send again what already went out."""
+    return [idempotency_key(invoice_number, channel) for channel in CHANNELS]
 
 
 def message_id(invoice_number: str, pdf_sha256: str, domain: str) -> str:

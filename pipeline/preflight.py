@@ -154,6 +154,30 @@ def _did_you_mean(loc: tuple[str, ...]) -> str:
     return f"; did you mean {_env_name(name)} ({_toml_name(name)})?"
 
 
+_SECRETS = frozenset({"password", "client_secret"})
+
+
+def _secrets_in_file(config: _UserConfig | None) -> list[SettingProblem]:
+    """Secrets written in the configuration file: they belong in the environment only (a
+    file is copied, committed and read by more people than the secret should be)."""
+    found: list[SettingProblem] = []
+
+    def walk(data: dict[str, Any], loc: tuple[str, ...]) -> None:
+        for key, value in data.items():
+            if isinstance(value, dict):
+                walk(value, (*loc, key))
+            elif key in _SECRETS and config is not None:
+                variable = "INVOICES_" + "__".join((*loc, key)).upper()
+                found.append(SettingProblem(
+                    f"{_toml_name((*loc, key))} in {config.path}", "(hidden)",
+                    "a secret in a configuration file", f"Remove it and set {variable} in "
+                    "the environment of the run instead."))
+
+    if config and config.data:
+        walk(config.data, ())
+    return found
+
+
 def _unknown_names(config: _UserConfig | None) -> list[tuple[tuple[str, ...], SettingProblem]]:
     """Keys of the configuration file and INVOICES_* variables that are no setting.
 
@@ -223,7 +247,7 @@ def load_settings(**overrides: Any) -> Settings:
     """
     config = _user_config()
     unknown = _unknown_names(config)
-    problems = [problem for _, problem in unknown]
+    problems = [problem for _, problem in unknown] + _secrets_in_file(config)
     if unreadable := _config_problems(config):
         raise SettingsError(unreadable + problems)
     try:
@@ -401,7 +425,7 @@ def _delivery_problems(settings: Settings) -> list[SettingProblem]:
             found.append(SettingProblem(label, repr(name), "no [sftp.<partner>] section",
                                         "Add one per trading partner, or choose outbox."))
     if settings.pa.configured:
-        from pipeline.channels.transports.platform import client_for
+        from pipeline.platform import client_for
         try:
             client_for(settings.pa).close()
         except ValueError as exc:

@@ -58,7 +58,7 @@ class RunSummary:
     deposited: int = 0
     stages_s: dict[str, float] = field(default_factory=dict)
     outcomes_by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per channel, how many went out by this run: ``sent`` or ``written``."""
+    """Per channel, how many went out by this run: ``sent``, ``deposited`` or ``written``."""
     failed_batches: dict[str, str] = field(default_factory=dict)
     """Batches with invoices that did not go out, and why (the first error)."""
     notes: list[str] = field(default_factory=list)

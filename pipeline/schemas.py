@@ -178,7 +178,8 @@ REJECTIONS = pl.Schema({
     "amount_at_stake": money.AMOUNT,
 })
 
-# One row per delivered invoice and channel; ``status`` is how it went out (sent, written).
+# One row per delivered invoice and channel; ``status`` is how it went out (sent, deposited,
+# written).
 INDEX = pl.Schema({
     "invoice_number": pl.String(),
     "customer_id": pl.String(),

@@ -149,6 +149,16 @@ def test_malformed_config_file(tmp_path: Path) -> None:
                       "INVOICES_CONFIG", f"'{config}'", "not valid TOML", "line 1")
 
 
+def test_a_secret_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    """Secrets come from the environment only: a file is copied and committed."""
+    config = tmp_path / "invoices.toml"
+    config.write_text('[pa]\nurl = "https://pa.example/flow"\nclient_secret = "hunter2"\n')
+    result = run(tmp_path / "home", INVOICES_CONFIG=str(config))
+    one_clear_message(result, f"[pa] client_secret in {config}",
+                      "a secret in a configuration file", "INVOICES_PA__CLIENT_SECRET")
+    assert "hunter2" not in result.stdout + result.stderr
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     config = tmp_path / "nowhere.toml"
     one_clear_message(invoices("validate", str(SAMPLE_EXTRACT), INVOICES_CONFIG=str(config)),
@@ -281,7 +291,7 @@ def test_settings_travel_to_tasks_without_secrets(monkeypatch) -> None:
     settings = Settings(smtp={"host": "relay.example"},
                         ledger={"url": "postgresql+psycopg://billing:db-secret@db/billing"})
     data = settings.as_plain_data()
-    assert "secret" not in json.dumps(data)
+    assert "smtp-secret" not in json.dumps(data) and "db-secret" not in json.dumps(data)
     assert data["ledger"]["url"] == "postgresql+psycopg://billing@db/billing"
     rebuilt = Settings(**data)
     assert rebuilt.smtp.password.get_secret_value() == "smtp-secret"

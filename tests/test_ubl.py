@@ -32,13 +32,17 @@ def test_1000_generated_invoices_pass(generated_docs) -> None:
     print(f"{checked} invoices, {per_invoice * 1000:.1f} ms each (XSD + 2 schematrons)")
 
 
-def test_peppol_endpoints(sample_docs) -> None:
-    doc = next(d for d in sample_docs if d.peppol_id)
-    root = etree.fromstring(to_ubl(to_en16931(doc)))
+def test_endpoints(sample_docs) -> None:
+    """A French buyer is addressed by its SIREN in the reform's directory (scheme 0225,
+    BR-FR-21), even when it also has a Peppol id; a buyer abroad by its GLN."""
     ns = {"cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"}
-    seller, buyer = root.findall(".//cbc:EndpointID", ns)
+    doc = next(d for d in sample_docs if d.peppol_id)
+    seller, buyer = etree.fromstring(to_ubl(to_en16931(doc))).findall(".//cbc:EndpointID", ns)
     assert (seller.get("schemeID"), seller.text) == ("0002", doc.seller.siren)
-    assert f"{buyer.get('schemeID')}:{buyer.text}" == doc.peppol_id
+    assert (buyer.get("schemeID"), buyer.text) == ("0225", doc.buyer.siren)
+    abroad = next(d for d in sample_docs if d.buyer.country != "FR")
+    buyer = etree.fromstring(to_ubl(to_en16931(abroad))).findall(".//cbc:EndpointID", ns)[1]
+    assert (buyer.get("schemeID"), buyer.text) == ("0088", abroad.gln)
 
 
 def test_rules_catch_a_broken_invoice(sample_docs) -> None:

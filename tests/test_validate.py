@@ -284,6 +284,8 @@ MUTATIONS: dict[str, Mutation] = {
     "POSTAL_LINE_TOO_LONG": _customer("print", address_line1="Zone industrielle des Grands "
                                       "Champs, bâtiment C"),
     "POSTCODE_INVALID": _customer("edi", postcode="75004 PARIS CEDEX"),
+    "SHIP_TO_INCOMPLETE": _header(ship_to_address_line1="Quai 4", ship_to_postcode="69007",
+                                  ship_to_city="Lyon", ship_to_country="France"),
     # three-way match
     "PO_UNKNOWN": _header(po_number="PO-DOES-NOT-EXIST"),
     "PO_CLOSED": _of_first_invoice("purchase_orders", "po_number", status="closed"),

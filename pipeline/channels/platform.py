@@ -15,6 +15,7 @@ from pipeline import keys
 from pipeline.channels.base import Formatted, Outgoing
 from pipeline.channels.transports.base import Parcel
 from pipeline.documents import InvoiceDocument
+from pipeline.einvoice.en16931 import domestic_b2b
 from pipeline.settings import Settings
 
 __all__ = ["PlatformFormatter", "route", "CHANNEL"]
@@ -26,9 +27,7 @@ def route(doc: InvoiceDocument, settings: Settings) -> InvoiceDocument:
     """The document on the channel it really goes out on: ``pa`` for a domestic French
     B2B invoice once a platform is configured (a Factur-X by email is no longer a valid
     invoice for such a buyer), its customer's channel otherwise."""
-    domestic = (doc.buyer.country == "FR" and doc.seller.country == "FR"
-                and bool(doc.buyer.siren))
-    if settings.pa.configured and settings.pa.french_b2b and domestic:
+    if settings.pa.configured and settings.pa.french_b2b and domestic_b2b(doc):
         return dataclasses.replace(doc, channel=CHANNEL)
     return doc
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pipeline.documents import Address, InvoiceDocument
 
 __all__ = ["Party", "Line", "VatBreakdown", "Invoice", "to_en16931", "TYPE_CODES",
-           "BILLING_MODES", "notes"]
+           "BILLING_MODES", "notes", "domestic_b2b"]
 
 TYPE_CODES = {"invoice": "380", "credit_note": "381"}
 PAYMENT_MEANS_SEPA_TRANSFER = "58"
@@ -137,13 +137,20 @@ class Invoice:
         return self.type_code == "381"
 
 
+def domestic_b2b(doc: InvoiceDocument) -> bool:
+    """An invoice between two French companies: e-invoicing of the 2026 reform (B2B)."""
+    return doc.seller.country == "FR" and doc.buyer.country == "FR" and bool(doc.buyer.siren)
+
+
 def notes(doc: InvoiceDocument) -> tuple[tuple[str, str], ...]:
     """The legal notes (PMD late-payment penalties, PMT recovery indemnity, AAB early-payment
-    discount or its absence) in the document's language, as the PDF prints them."""
+    discount or its absence) in the document's language, as the PDF prints them; and for
+    a domestic B2B invoice, BAR = B2B, the processing the reform expects (BR-FR-20)."""
     seller, lang = doc.seller_legal, doc.language
     return (("PMD", _LATE_PENALTIES[lang].format(rate=seller.late_penalty_rate[lang])),
             ("PMT", _RECOVERY_INDEMNITY[lang].format(amount=seller.recovery_indemnity)),
-            ("AAB", seller.early_payment_discount[lang]))
+            ("AAB", seller.early_payment_discount[lang])) + (
+        (("BAR", "B2B"),) if domestic_b2b(doc) else ())
 
 
 def _deliver_to(doc: InvoiceDocument) -> DeliveryAddress | None:
@@ -168,8 +175,11 @@ def _exemption(category: str, reason: str | None) -> tuple[str | None, str | Non
 
 
 def _buyer_endpoint(doc: InvoiceDocument) -> tuple[str, str] | None:
-    """BT-49, required by Peppol and the French rules (BR-FR-12): the buyer's Peppol id,
-    GLN or SIREN, else (a buyer abroad) its invoice email address (EAS code EM)."""
+    """BT-49, required by Peppol and the French rules (BR-FR-12): for a domestic B2B invoice
+    the buyer's SIREN as an address of the reform's directory (scheme 0225, BR-FR-21), else
+    its Peppol id, GLN or SIREN, else (a buyer abroad) its invoice email (EAS code EM)."""
+    if domestic_b2b(doc):
+        return "0225", str(doc.buyer.siren)
     if doc.gln:
         return "0088", doc.gln
     if doc.peppol_id and ":" in doc.peppol_id:

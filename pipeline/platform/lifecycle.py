@@ -6,7 +6,9 @@ as lifecycle flows. ``sync`` asks for those updated since the last one it record
 each CDAR message and records every status once (the same flow read twice adds nothing),
 so it can run from the nightly flow, from ``invoices pa sync`` and again after a failure.
 A flow that cannot be read is reported by id and reason, never skipped silently; the cursor
-stays before it, so the next sync reads it again.
+stays before it, so the next sync reads it again. A status about another seller's invoice is
+reported, not recorded. Times are kept in UTC; a CDAR time without an offset is French
+local time.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from pipeline.einvoice import cdar
+from pipeline.errors import PipelineError
 from pipeline.journal import Journal
-from pipeline.settings import PlatformSettings
+from pipeline.platform import PlatformAuthError, PlatformUnavailable, client_for
+from pipeline.settings import Settings
 
 __all__ = ["LifecycleLog", "StatusRow", "SyncReport", "sync", "NEEDS_ACTION"]
 
+PARIS = ZoneInfo("Europe/Paris")
 # Statuses after which the invoice will not be paid as it is: the seller must act.
 NEEDS_ACTION = {207: "disputed", 210: "refused", 213: "rejected"}
 
@@ -91,8 +97,8 @@ class LifecycleLog:
                     reasons=json.dumps([[d.reason_code or "", d.reason or ""]
                                         for d in s.details if d.reason_code or d.reason]),
                     amount=None if s.amount is None else str(s.amount),
-                    status_at=s.status_at or s.issued_at, message_id=s.message_id,
-                    flow_updated_at=updated_at, recorded_at=now))
+                    status_at=_utc(s.status_at or s.issued_at), message_id=s.message_id,
+                    flow_updated_at=_utc(updated_at), recorded_at=now))
                 new += 1
         return new
 
@@ -122,6 +128,13 @@ class LifecycleLog:
         return [row for row in latest.values() if row.code in NEEDS_ACTION]
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """In UTC, stored as such (SQLite keeps no offset); a time without one is Paris time."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=PARIS)).astimezone(UTC)
+
+
 def _status_row(r: Any) -> StatusRow:
     at = r["status_at"]
     return StatusRow(r["invoice_number"], r["code"], r["name"],
@@ -140,29 +153,33 @@ class SyncReport:
     """Flows that could not be read, with why; they are read again next time."""
 
 
-def sync(settings: PlatformSettings, journal: Journal) -> SyncReport:
+def sync(settings: Settings, journal: Journal) -> SyncReport:
     """Fetch the lifecycle flows updated since the last sync and record their statuses.
 
     Raises:
         ValueError: the platform is not (fully) configured.
         PlatformUnavailable, PlatformAuthError: the platform cannot be asked now.
     """
-    from pipeline.channels.transports.platform import client_for
-
     log = LifecycleLog(journal)
     report = SyncReport()
-    with client_for(settings) as client:
+    with client_for(settings.pa) as client:
         flows = client.search_lifecycle(log.cursor())
-        stop = None  # a flow not read: the cursor must not pass it
+        stop = False  # a flow not read: the cursor must not pass it
         for flow in sorted(flows, key=lambda f: f.updated_at or datetime.min.replace(tzinfo=UTC)):
             report.flows += 1
             try:
                 found = cdar.parse(client.fetch(flow.flow_id))
-            except ValueError as exc:
-                report.problems.append(f"lifecycle flow {flow.flow_id}: unreadable: {exc}")
-                stop = stop or flow.updated_at
+            except (PlatformUnavailable, PlatformAuthError):
+                raise  # the platform, not this flow: the next sync starts here again
+            except (ValueError, PipelineError) as exc:
+                report.problems.append(f"lifecycle flow {flow.flow_id}: not read: {exc}")
+                stop = True
                 continue
-            updated = flow.updated_at if stop is None else None
-            report.recorded += log.record(flow.flow_id, updated, found)
-            report.by_code.update(s.status_code for s in found)
+            ours = [s for s in found if s.seller_id in (None, settings.seller.siren)]
+            report.problems += [f"lifecycle flow {flow.flow_id}: status {s.status_code} of "
+                                f"invoice {s.invoice_number} is about seller {s.seller_id}, "
+                                "not us: not recorded" for s in found if s not in ours]
+            report.recorded += log.record(flow.flow_id, None if stop else flow.updated_at,
+                                          ours)
+            report.by_code.update(s.status_code for s in ours)
     return report

@@ -60,11 +60,8 @@ def render_batch(bundle: ExtractBundle, batch: Batch, ctx: RunContext) -> Render
         return RenderedBatch(batch, {}, [], {}, time.perf_counter() - start,
                              error=f"batch {batch.batch_id} could not be prepared: "
                                    f"{type(exc).__name__}: {exc}")
-    fallback = ctx.settings.delivery.fallback_to_print
-    done = ctx.journal.delivered_keys(
-        k for d in docs for k in keys.delivered_keys(d.number, d.channel, fallback))
-    todo = [d for d in docs
-            if not done.intersection(keys.delivered_keys(d.number, d.channel, fallback))]
+    done = ctx.journal.delivered_keys(k for d in docs for k in keys.delivered_keys(d.number))
+    todo = [d for d in docs if not done.intersection(keys.delivered_keys(d.number))]
     waiting = {d.number for d in todo}
     already = {d.number: d.channel for d in docs if d.number not in waiting}
     render = ctx.settings.render

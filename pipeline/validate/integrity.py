@@ -45,6 +45,8 @@ NAMES = (
     ("customers", "postcode"), ("customers", "city"), ("customers", "email"),
     ("delivery_notes", "ship_to_address_line1"), ("delivery_notes", "ship_to_postcode"),
     ("delivery_notes", "ship_to_city"),
+    ("invoices", "ship_to_address_line1"), ("invoices", "ship_to_postcode"),
+    ("invoices", "ship_to_city"),
 )
 DESCRIPTIONS = (("invoice_lines", "description"), ("invoice_lines", "vat_exemption_reason"))
 

@@ -211,10 +211,31 @@ _POSTCODE = r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,7}[A-Za-z0-9])?$"
 def postcode_invalid(x: RuleInput) -> pl.DataFrame:
     found = []
     for table, column, country in (("customers", "postcode", "country"),
-                                   ("delivery_notes", "ship_to_postcode", "ship_to_country")):
+                                   ("delivery_notes", "ship_to_postcode", "ship_to_country"),
+                                   ("invoices", "ship_to_postcode", "ship_to_country")):
         code = pl.col(column)
         found.append(flagged(x, table, column, ~_blank(column) & (
             ~code.str.contains(_POSTCODE)
             | ((pl.col(country) == "FR") & ~code.str.contains(r"^\d{5}$"))),
             code.str.slice(0, 60)))
     return pl.concat(found)
+
+
+_SHIP_TO = ("ship_to_address_line1", "ship_to_postcode", "ship_to_city", "ship_to_country")
+
+
+@rule("SHIP_TO_INCOMPLETE", "error",
+      "A delivery address (ship_to_*, on an invoice or a delivery note) gives some of street, "
+      "postcode, city and country but not all, or a country that is not ISO 3166-1 alpha-2: "
+      "it could be neither printed nor carried (EN 16931 BG-15).")
+def ship_to_incomplete(x: RuleInput) -> pl.DataFrame:
+    given = pl.sum_horizontal(*(~_blank(c) for c in _SHIP_TO))
+    country = pl.col("ship_to_country")
+    found = [flagged(x, table, "ship_to_country",
+                     ((given > 0) & (given < len(_SHIP_TO)))
+                     | (~_blank("ship_to_country") & ~country.is_in(sorted(COUNTRIES))),
+                     pl.concat_str(*(pl.col(c).fill_null("–") for c in _SHIP_TO),
+                                   separator=", ").str.slice(0, 120))
+             for table in ("invoices", "delivery_notes")]
+    return pl.concat(found)
+

@@ -20,18 +20,19 @@ from pipeline.channels.transports.base import (
     TransportReceipt,
     register_transport,
 )
+from pipeline.errors import PipelineError
 from pipeline.platform import (
     DirectoryAddress,
     PlatformAuthError,
-    PlatformClient,
     PlatformRejected,
     PlatformUnavailable,
     TFlowProfile,
     TFlowSyntax,
+    client_for,
 )
 from pipeline.settings import PlatformSettings
 
-__all__ = ["PlatformTransport", "PlatformInDoubtError", "client_for"]
+__all__ = ["PlatformTransport", "PlatformInDoubtError"]
 
 SYNTAX: TFlowSyntax = "Factur-X"
 PROFILE: TFlowProfile = "CIUS"  # the EN 16931 profile (XP Z12-013 3.10)
@@ -41,27 +42,6 @@ class PlatformInDoubtError(TransientDeliveryError):
     """The deposit may have been stored by the PA: look it up before sending it again."""
 
     in_doubt = True
-
-
-def client_for(settings: PlatformSettings) -> PlatformClient:
-    """A client of the configured platform.
-
-    Raises:
-        ValueError: the platform is only partly configured.
-    """
-    missing = [name for name, value in (("url", settings.url), ("token_url", settings.token_url),
-                                        ("client_id", settings.client_id),
-                                        ("client_secret", settings.client_secret))
-               if not value]
-    if missing:
-        raise ValueError("[pa] needs " + ", ".join(missing) + " (the secret from "
-                         "INVOICES_PA__CLIENT_SECRET)")
-    assert settings.url and settings.token_url and settings.client_id  # noqa: S101 (checked)
-    assert settings.client_secret  # noqa: S101 (checked above)
-    return PlatformClient(settings.url, settings.directory_url or settings.url,
-                          settings.token_url, settings.client_id,
-                          settings.client_secret.get_secret_value(),
-                          timeout_s=settings.timeout_s, retries=settings.retries)
 
 
 @register_transport("platform")
@@ -86,13 +66,12 @@ class PlatformTransport:
     def deliver(self, parcel: Parcel) -> TransportReceipt:
         """Deposit the parcel; ``deposited`` with the PA's flow id."""
         tracking_id = parcel.numbers[0]
+        if self.look_up_first:
+            earlier = self._earlier(tracking_id)
+            if earlier:
+                return TransportReceipt("deposited", f"flow {earlier} (deposited earlier, "
+                                        "found by its tracking id)")
         try:
-            if self.look_up_first:
-                earlier = [f for f in self.client.find_deposits(tracking_id)
-                           if f.ack_status != "Error"]
-                if earlier:
-                    return TransportReceipt("deposited", f"flow {earlier[0].flow_id} "
-                                            "(deposited earlier, found by its tracking id)")
             address = self.address(parcel.partner)
             if address is None:
                 raise TerminalDeliveryError(
@@ -104,12 +83,27 @@ class PlatformTransport:
         except PlatformRejected as exc:
             raise TerminalDeliveryError(f"rejected by the platform: {exc}") from exc
         except PlatformAuthError as exc:
-            raise TerminalDeliveryError(f"the platform refused our credentials: {exc}") from exc
+            raise TerminalDeliveryError(str(exc)) from exc
         except PlatformUnavailable as exc:
             if exc.in_doubt:
-                raise PlatformInDoubtError(f"the platform's answer was lost: {exc}") from exc
-            raise TransientDeliveryError(f"the platform is unavailable: {exc}") from exc
-        return TransportReceipt("deposited", f"flow {flow_id} to {address.electronic_address}")
+                raise PlatformInDoubtError(str(exc)) from exc
+            raise TransientDeliveryError(str(exc)) from exc
+        return TransportReceipt("deposited", f"flow {flow_id}; the buyer receives at "
+                                             f"{address.electronic_address}")
+
+    def _earlier(self, tracking_id: str) -> str | None:
+        """The flow id of an earlier deposit of this invoice the platform accepted, if any.
+
+        Raises:
+            PlatformInDoubtError: the platform could not be asked: the invoice stays in
+                doubt (depositing it now could make a second flow).
+        """
+        try:
+            found = [f for f in self.client.find_deposits(tracking_id) if f.ack_status != "Error"]
+        except PipelineError as exc:
+            raise PlatformInDoubtError(f"could not check whether {tracking_id} was deposited "
+                                       f"earlier, so it stays in doubt: {exc}") from exc
+        return found[0].flow_id if found else None
 
     def close(self) -> None:
         """Close the HTTP connections."""
