@@ -150,3 +150,76 @@ def test_a_deposit_whose_answer_was_lost_is_found_again_not_deposited_twice(
     assert receipt.outcome == "deposited" and "found by its tracking id" in receipt.reply
     assert receipt.reply.startswith(f"flow {pa_server.deposits[0].flow_id}")
     assert len(pa_server.deposits) == 1
+
+
+def test_a_failed_look_up_keeps_the_deposit_in_doubt(pa_server: PaServer) -> None:
+    """Re-sending what was in doubt, the platform cannot say whether it has the flow: the
+    invoice stays in doubt rather than risk a second deposit."""
+    from pipeline.channels.transports.base import Parcel
+    from pipeline.channels.transports.platform import PlatformInDoubtError, PlatformTransport
+    from pipeline.settings import PlatformSettings
+
+    settings = PlatformSettings(url=pa_server.flow_url, directory_url=pa_server.directory_url,
+                                token_url=pa_server.token_url, client_id=CLIENT_ID,
+                                client_secret=CLIENT_SECRET, retries=1)
+    pa_server.add_company("732829320", "Acheteur SA")
+    transport = PlatformTransport(settings, look_up_first=True)
+    transport.client.token()
+    pa_server.throttle(5, status=503, retry_after="0")
+    try:
+        transport.deliver(Parcel("F1.pdf", b"%PDF-1.7 f1", ("F1",), partner="732829320"))
+        raise AssertionError("an unanswered look-up must leave the invoice in doubt")
+    except PlatformInDoubtError as exc:
+        assert "stays in doubt" in str(exc)
+    finally:
+        transport.close()
+    assert pa_server.deposits == []
+
+
+def test_sync_records_our_statuses_once_in_utc_and_not_another_seller_s(
+        pa_server: PaServer, tmp_path: Path) -> None:
+    from pipeline.journal import Journal
+    from pipeline.platform.lifecycle import LifecycleLog, sync
+
+    settings = Settings(home=tmp_path, pa={
+        "url": pa_server.flow_url, "directory_url": pa_server.directory_url,
+        "token_url": pa_server.token_url, "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET})
+    ours = (settings.seller.siren, settings.seller.legal_name)
+    pa_server.publish_status("FA2026-000001", "2026-11-02", 205, seller=ours)
+    pa_server.publish_status("FA2026-000002", "2026-11-02", 213, "REJ_SEMAN",
+                             reason="BT-49 absent", seller=ours)
+    pa_server.publish_status("XX-1", "2026-11-02", 210, "REF_CT", seller=("999999999", "AUTRE"))
+    journal = Journal(settings.ledger_url)
+
+    report = sync(settings, journal)
+    assert (report.flows, report.recorded) == (3, 2)
+    assert report.problems == [p for p in report.problems if "XX-1" in p and "not us" in p]
+    assert len(report.problems) == 1
+    log = LifecycleLog(journal)
+    (rejected,) = log.of("FA2026-000002")
+    assert rejected.code == 213 and "REJ_SEMAN" in rejected.reason_text
+    assert rejected.status_at is not None and rejected.status_at.utcoffset().total_seconds() == 0
+    assert log.of("XX-1") == []
+    assert [r.invoice_number for r in log.needing_action()] == ["FA2026-000002"]
+    assert sync(settings, journal).recorded == 0  # read again, recorded once
+    journal.dispose()
+
+
+def test_an_invoice_delivered_before_the_platform_is_not_deposited_after(
+        pa_server: PaServer, tmp_path: Path) -> None:
+    """Configuring a platform moves French B2B invoices to it: what already went out on
+    the customer's own channel is not sent a second time."""
+    from pipeline.sample import generate_extract
+
+    extract = tmp_path / "extract"
+    generate_extract(extract, 30, seed=21)
+    for row in _routed(extract).unique("customer_id").iter_rows(named=True):
+        pa_server.add_company(row["siren"], row["legal_name"])
+    home = tmp_path / "home"
+    code, output, first = run_cli(extract, home)
+    assert code == 0 and first["written"] > 0, output
+    code, output, second = run_cli(extract, home, **_env(pa_server))
+    assert code == 0, output
+    assert pa_server.deposits == [] and second["deposited"] == 0
+    assert second["already_delivered"] == first["written"]
