@@ -242,14 +242,11 @@ def test_directory_address_of_a_buyer(pa_server, client):
     idle = client.directory_address("552100554")
     assert idle is not None and not idle.platform_enabled
     assert client.directory_address("443061841") is None
-    assert client.company("443061841") is not None
     assert client.directory_address("732829320") is None
 
 
 def test_directory_without_the_siren(pa_server, client):
     assert client.directory_address("356000000") is None
-    assert client.company("356000000") is None
-    assert 404 in statuses(pa_server, "/v1/siren/code-insee:356000000")
     with pytest.raises(ValueError):
         client.directory_address("35600000")
 

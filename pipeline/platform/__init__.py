@@ -3,7 +3,6 @@ Directory APIs, as a plain client (delivery wires it in), and ``client_for`` the
 
 from pipeline.platform.client import (
     DirectoryAddress,
-    DirectoryCompany,
     FlowSummary,
     PlatformAuthError,
     PlatformClient,
@@ -16,7 +15,7 @@ from pipeline.platform.client import (
 from pipeline.settings import PlatformSettings
 
 __all__ = ["client_for", "PlatformClient", "PlatformRejected", "PlatformUnavailable",
-           "PlatformAuthError", "FlowSummary", "DirectoryAddress", "DirectoryCompany",
+           "PlatformAuthError", "FlowSummary", "DirectoryAddress",
            "TFlowSyntax", "TFlowProfile", "TProcessingRule"]
 
 

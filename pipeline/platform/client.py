@@ -39,7 +39,7 @@ import httpx
 from pipeline.errors import PipelineError, Terminal, Transient
 
 __all__ = ["PlatformClient", "PlatformRejected", "PlatformUnavailable", "PlatformAuthError",
-           "FlowSummary", "DirectoryAddress", "DirectoryCompany", "TFlowSyntax",
+           "FlowSummary", "DirectoryAddress", "TFlowSyntax",
            "TFlowProfile", "TProcessingRule"]
 
 TFlowSyntax = Literal["CII", "UBL", "Factur-X", "CDAR", "FRR"]
@@ -168,17 +168,6 @@ class DirectoryAddress:
                    suffix=body.get("addressingSuffix"),
                    platform_enabled=platform.get("platformStatus", "Enabled") == "Enabled",
                    business_name=(body.get("legalUnit") or {}).get("businessName"))
-
-
-@dataclass(frozen=True)
-class DirectoryCompany:
-    """A legal unit as the directory knows it: being there means VAT-registered."""
-
-    siren: str
-    business_name: str | None
-    entity_type: str | None
-    """``PrivateVatRegistered`` or ``Public``."""
-    active: bool
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -335,14 +324,6 @@ class PlatformClient:
             where["updatedAfter"] = _iso(updated_after)
         return self._search(where)
 
-    def healthy(self) -> bool:
-        """Whether the Flow API answers its healthcheck."""
-        try:
-            response = self._send("GET", f"{self.flow_url}/v1/healthcheck")
-        except PlatformUnavailable:
-            return False
-        return response.status_code == 200
-
     def _search(self, where: dict[str, Any]) -> list[FlowSummary]:
         found: list[FlowSummary] = []
         while True:
@@ -359,19 +340,6 @@ class PlatformClient:
         return f"{self.flow_url}/v1/flows/{quote(flow_id, safe='')}"
 
     # -- Directory API ---------------------------------------------------------------------
-
-    def company(self, siren: str) -> DirectoryCompany | None:
-        """The legal unit of this SIREN, or None when it is not in the directory (then it is
-        not VAT-registered as far as the reform goes: XP Z12-014 4.1.4.3)."""
-        response = self._send("GET", f"{self.directory_url}/v1/siren/code-insee:{_siren(siren)}")
-        if response.status_code == 404:
-            return None
-        self._raise_for(response)
-        body = response.json()
-        return DirectoryCompany(siren=str(body.get("siren", siren)),
-                                business_name=body.get("businessName"),
-                                entity_type=body.get("entityType"),
-                                active=body.get("administrativeStatus", "A") == "A")
 
     def directory_lines(self, siren: str) -> list[DirectoryAddress]:
         """Every active addressing line of this SIREN (``POST /v1/directory-line/search``)."""
