@@ -305,8 +305,8 @@ def test_channel_withholds_an_interchange_whose_totals_differ(docs, tmp_path: Pa
     def one_cent_off(inv, *args):  # a fault in the mapping: written and read back alike
         if inv.number != docs[0].number:
             return real(inv, *args)
-        due = segment("MOA", ("86", f"{inv.payable:.2f}"))
-        return [segment("MOA", ("86", f"{inv.payable + Decimal('0.01'):.2f}")) if s == due
+        due = segment("MOA", ("9", f"{inv.payable:.2f}"))
+        return [segment("MOA", ("9", f"{inv.payable + Decimal('0.01'):.2f}")) if s == due
                 else s for s in real(inv, *args)]
 
     monkeypatch.setattr(edifact, "body", one_cent_off)

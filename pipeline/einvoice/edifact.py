@@ -10,7 +10,7 @@ number, references, GLNs, item ids) are never cut: one that does not fit fails
 its invoice with ``FieldError``. Segment counts (UNT) and message counts (UNZ)
 are computed, never written by hand.
 
-A receiver's totals are read from the summary after UNS: MOA 86 (amount due),
+A receiver's totals are read from the summary after UNS: MOA 9 (amount due),
 77 (invoice amount), 79 (line items), 125 (taxable), 176 (VAT), then after each
 TAX its MOA 124 (VAT) and 125 (taxable); any other MOA there is reported too, so
 a total written without a reader cannot go unchecked.
@@ -128,7 +128,7 @@ def body(inv: Invoice, seller_gln: str, buyer_gln: str) -> list[Segment]:
         ]
     segments += [
         segment("UNS", "S"),
-        segment("MOA", ("86", amount(inv.payable))),
+        segment("MOA", ("9", amount(inv.payable))),
         segment("MOA", ("77", amount(inv.tax_inclusive))),
         segment("MOA", ("79", amount(inv.line_total))),
         segment("MOA", ("125", amount(inv.tax_exclusive))),
@@ -238,7 +238,7 @@ def read(data: bytes) -> Reading:
     return Reading(segments, errors + _count_errors(segments))
 
 
-_SUMMARY = {"86": "due", "77": "gross", "79": "lines", "125": "net", "176": "vat"}
+_SUMMARY = {"9": "due", "77": "gross", "79": "lines", "125": "net", "176": "vat"}
 _PER_RATE = {"124": "vat", "125": "base"}
 
 
