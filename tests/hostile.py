@@ -431,7 +431,7 @@ def corpus() -> list[Case]:
     cases += _postcode_cases()
     cases += _text_cases("invoice_lines", "description", 1000, "DESCRIPTION_MISSING",
                          edi_limits=(70, 80))
-    cases += _text_cases("delivery_notes", "ship_to_city", 200, None)
+    cases += _text_cases("delivery_notes", "ship_to_city", 200, "SHIP_TO_INCOMPLETE")
     cases += _email_cases()
     cases += _identifier_cases("invoices", "invoice_number", "INVOICE_NUMBER_INVALID",
                                number=True)
@@ -537,6 +537,9 @@ class _Builder:
                                           else {case.field: value})
             if case.field == "vat_exemption_reason":
                 changes |= {"vat_category": "E", "vat_rate": Decimal("0")}
+            if case.field == "ship_to_city":  # a delivery address is taken whole or not at all
+                changes |= {"ship_to_address_line1": "Zone artisanale, lot 7",
+                            "ship_to_postcode": "69800", "ship_to_country": "FR"}
             frames[case.table] = _set(frames[case.table], where[case.table], **changes)
             if case.table == "invoice_lines" or case.field in ("total_net", "total_gross"):
                 frames["invoices"] = _set(frames["invoices"], where["invoices"],

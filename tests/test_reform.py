@@ -326,7 +326,7 @@ def test_credit_note_of_an_earlier_run_takes_bt26_from_earlier_issue_dates(
 
 def test_br_fr_rules_catch_missing_notes_and_an_unknown_billing_mode(picked) -> None:
     inv = to_en16931(picked["goods_fr"])
-    assert {code for code, _ in inv.notes} == {"PMD", "PMT", "AAB"}
+    assert {code for code, _ in inv.notes} == {"PMD", "PMT", "AAB", "BAR"}
 
     def br_fr(invoice) -> tuple[set[str], set[str]]:  # type: ignore[no-untyped-def]
         return ({r for r, _ in schematron_failures("br-fr-cii", to_cii(invoice))},
@@ -338,6 +338,11 @@ def test_br_fr_rules_catch_missing_notes_and_an_unknown_billing_mode(picked) -> 
     assert len({r for r in ubl_rules if r.startswith("BR-FR-05")}) == 3, ubl_rules
     cii_rules, ubl_rules = br_fr(replace(inv, billing_mode="X9"))
     assert "BR-FR-08_BT-23" in cii_rules and "BR-FR-08_BT-23" in ubl_rules
+    # a B2B invoice (note BAR) must address the buyer by its SIREN, scheme 0225 (BR-FR-21)
+    by_gln = replace(inv, buyer=replace(inv.buyer, endpoint=("0088", "3012345000017")))
+    cii_rules, ubl_rules = br_fr(by_gln)
+    assert any(r.startswith("BR-FR-21") for r in cii_rules), cii_rules
+    assert any(r.startswith("BR-FR-21") for r in ubl_rules), ubl_rules
 
 
 # --- 6. UBL profile: Peppol BIS abroad, the French profile at home --------------------------------
@@ -364,7 +369,7 @@ def test_domestic_ubl_is_the_french_profile_with_its_notes(picked) -> None:
     assert is_french(inv)
     assert root.findtext("cbc:CustomizationID", namespaces=UBL_NS) == FRENCH_CUSTOMIZATION
     assert [n[:5] for n in root.xpath("/*/cbc:Note/text()", namespaces=UBL_NS)] == [
-        "#PMD#", "#PMT#", "#AAB#"]
+        "#PMD#", "#PMT#", "#AAB#", "#BAR#"]
     assert fatal(("ubl", "br-fr-ubl"), to_ubl(inv)) == []
 
 

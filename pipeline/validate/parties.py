@@ -16,7 +16,7 @@ from stdnum.fr import siren, tva
 
 from pipeline.codes import LANGUAGES
 from pipeline.schemas import CHANNELS
-from pipeline.validate.integrity import flagged
+from pipeline.validate.integrity import BLANK, flagged
 from pipeline.validate.registry import RuleInput, rule
 
 # RFC 5322 dot-atom local part (what the stdlib's header builder accepts) @ a DNS name.
@@ -229,11 +229,12 @@ _SHIP_TO = ("ship_to_address_line1", "ship_to_postcode", "ship_to_city", "ship_t
       "postcode, city and country but not all, or a country that is not ISO 3166-1 alpha-2: "
       "it could be neither printed nor carried (EN 16931 BG-15).")
 def ship_to_incomplete(x: RuleInput) -> pl.DataFrame:
-    given = pl.sum_horizontal(*(~_blank(c) for c in _SHIP_TO))
+    given = pl.sum_horizontal(*(pl.col(c).is_not_null() & ~pl.col(c).str.contains(BLANK)
+                                for c in _SHIP_TO))
     country = pl.col("ship_to_country")
     found = [flagged(x, table, "ship_to_country",
                      ((given > 0) & (given < len(_SHIP_TO)))
-                     | (~_blank("ship_to_country") & ~country.is_in(sorted(COUNTRIES))),
+                     | ((given == len(_SHIP_TO)) & ~country.is_in(sorted(COUNTRIES))),
                      pl.concat_str(*(pl.col(c).fill_null("–") for c in _SHIP_TO),
                                    separator=", ").str.slice(0, 120))
              for table in ("invoices", "delivery_notes")]
