@@ -324,6 +324,30 @@ def status(
     Console().print(table)
 
 
+ar_app = typer.Typer(no_args_is_help=True,
+                     help="Receivables: bank statements in, matched to what was billed.")
+app.add_typer(ar_app, name="ar")
+
+
+@ar_app.command("import")
+def ar_import(statements: Annotated[list[Path], typer.Argument(
+        help="camt.053 files, or folders of them.")],
+              home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """Load the payments of bank statements (camt.053) into the ledger, once each: a
+    statement imported again adds nothing."""
+    from pipeline.journal import Journal
+    from pipeline.preflight import check_settings, load_settings
+    from pipeline.receivables.payments import import_statements
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings)
+        report = import_statements(statements, Journal(settings.ledger_url))
+    Console().print(f"{report.files} statement file(s): {report.read} payments read, "
+                    f"{report.added} new, {report.already} already imported"
+                    + "".join(f", {n} {kind}" for kind, n in sorted(report.by_kind.items())))
+
+
 pa_app = typer.Typer(no_args_is_help=True,
                      help="The accredited platform (PA) of the French 2026 reform.")
 app.add_typer(pa_app, name="pa")

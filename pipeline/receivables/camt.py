@@ -1,0 +1,201 @@
+"""ISO 20022 camt.053 bank-to-customer statements, read into payments.
+
+A statement (``Stmt``) lists booked entries (``Ntry``); an entry the bank batched holds
+several transactions (``NtryDtls/TxDtls``), each with its own amount, payer and remittance
+information, so each transaction is one payment. Credits are payments in; a reversal or a
+returned direct debit (a debit the bank marks as a return) is kept as a negative payment,
+so the money it takes back is matched against what it had paid. Other debits are the
+seller's own payments: not receivables, left out.
+
+The reader is namespace-agnostic: every camt.053 version (001.02 to 001.13) names these
+elements alike. Anything a payment cannot do without (amount, currency, credit/debit
+indicator, a date) missing or malformed raises ``StatementError`` naming the file, the
+entry and the element: a statement is imported whole or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from lxml import etree
+
+from pipeline.errors import PipelineError
+
+__all__ = ["BankPayment", "Statement", "StatementError", "read_statement"]
+
+# Bank transaction codes (ISO 20022 external code list) of a return or a reversal.
+_RETURN_CODES = {"RRTN", "RPCR", "UPDD", "PRDD", "RCDD", "ARET", "DDRJ"}
+
+
+class StatementError(PipelineError):
+    """A statement file that cannot be imported, with where and why."""
+
+
+@dataclass(frozen=True)
+class BankPayment:
+    """One transaction of a statement: money in (or taken back, when negative)."""
+
+    statement_id: str
+    entry: int
+    """1-based position of the entry in its statement."""
+    transaction: int
+    """1-based position of the transaction in its entry."""
+    kind: str
+    """``credit`` or ``return``."""
+    amount: Decimal
+    currency: str
+    booking_date: date | None
+    value_date: date
+    debtor_name: str | None
+    debtor_iban: str | None
+    creditor_reference: str | None
+    """The structured remittance (``Strd/CdtrRefInf/Ref``), e.g. an RF creditor reference."""
+    remittance: str | None
+    """The unstructured remittance lines (``Ustrd``), joined."""
+    bank_reference: str
+    """What identifies it at the bank: the servicer's reference, else the end-to-end id."""
+    end_to_end_id: str | None
+
+    @property
+    def key(self) -> str:
+        """Stable identity: the same statement imported again gives the same keys."""
+        return f"{self.statement_id}/{self.entry}/{self.transaction}"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One ``Stmt`` of a camt.053 file."""
+
+    statement_id: str
+    iban: str | None
+    payments: tuple[BankPayment, ...]
+
+
+def _children(node: etree._Element, name: str) -> list[etree._Element]:
+    return [c for c in node if isinstance(c.tag, str) and etree.QName(c).localname == name]
+
+
+def _find(node: etree._Element | None, path: str) -> etree._Element | None:
+    for name in path.split("/"):
+        if node is None:
+            return None
+        found = _children(node, name)
+        node = found[0] if found else None
+    return node
+
+
+def _text(node: etree._Element | None, path: str) -> str | None:
+    found = _find(node, path)
+    text = " ".join((found.text or "").split()) if found is not None else ""
+    return text or None
+
+
+def _date(node: etree._Element | None, path: str) -> date | None:
+    """``Dt``, or the date of ``DtTm``."""
+    text = _text(node, f"{path}/Dt") or (_text(node, f"{path}/DtTm") or "")[:10]
+    return date.fromisoformat(text) if text else None
+
+
+def _amount(node: etree._Element, where: str) -> tuple[Decimal, str]:
+    amt = _find(node, "Amt")
+    if amt is None or not (amt.text or "").strip():
+        raise ValueError(f"{where}: Amt is missing")
+    try:
+        value = Decimal(amt.text.strip())
+    except InvalidOperation:
+        raise ValueError(f"{where}: Amt {amt.text.strip()!r} is not a number") from None
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise ValueError(f"{where}: Amt {value} is not an amount in cents")
+    currency = amt.get("Ccy")
+    if not currency:
+        raise ValueError(f"{where}: Amt has no Ccy")
+    return value, currency
+
+
+def _is_return(entry: etree._Element) -> bool:
+    codes = {_text(entry, "BkTxCd/Domn/Fmly/SubFmlyCd"), _text(entry, "BkTxCd/Prtry/Cd")}
+    return _text(entry, "RvslInd") == "true" or bool(codes & _RETURN_CODES)
+
+
+def _party_name(tx: etree._Element | None) -> str | None:
+    # camt.053.001.02 names the payer Dbtr/Nm; 001.08 and later Dbtr/Pty/Nm
+    return _text(tx, "RltdPties/Dbtr/Pty/Nm") or _text(tx, "RltdPties/Dbtr/Nm")
+
+
+def _payments(statement_id: str, number: int, entry: etree._Element, where: str
+              ) -> list[BankPayment]:
+    indicator = _text(entry, "CdtDbtInd")
+    if indicator not in ("CRDT", "DBIT"):
+        raise ValueError(f"{where}: CdtDbtInd is {indicator!r}, not CRDT or DBIT")
+    returned = _is_return(entry)
+    if indicator == "DBIT" and not returned:
+        return []  # the seller's own payment: not a receivable
+    value_date = _date(entry, "ValDt") or _date(entry, "BookgDt")
+    if value_date is None:
+        raise ValueError(f"{where}: neither ValDt nor BookgDt")
+    entry_amount, currency = _amount(entry, where)
+    details = [tx for d in _children(entry, "NtryDtls") for tx in _children(d, "TxDtls")]
+    sign = Decimal(-1) if returned else Decimal(1)
+    found = []
+    for n, tx in enumerate(details or [None], start=1):
+        here = f"{where} TxDtls {n}"
+        if tx is not None and _find(tx, "Amt") is not None:
+            amount, tx_currency = _amount(tx, here)
+        elif len(details) > 1:
+            raise ValueError(f"{here}: a batched entry needs each transaction's Amt")
+        else:
+            amount, tx_currency = entry_amount, currency
+        end_to_end = _text(tx, "Refs/EndToEndId")
+        found.append(BankPayment(
+            statement_id=statement_id, entry=number, transaction=n,
+            kind="return" if returned else "credit", amount=sign * amount,
+            currency=tx_currency, booking_date=_date(entry, "BookgDt"), value_date=value_date,
+            debtor_name=_party_name(tx),
+            debtor_iban=(_text(tx, "RltdPties/DbtrAcct/Id/IBAN") or "").replace(" ", "") or None,
+            creditor_reference=_text(tx, "RmtInf/Strd/CdtrRefInf/Ref"),
+            remittance=" ".join(t for u in (_children(_find(tx, "RmtInf"), "Ustrd")
+                                            if _find(tx, "RmtInf") is not None else [])
+                                if (t := " ".join((u.text or "").split()))) or None,
+            bank_reference=(_text(tx, "Refs/AcctSvcrRef") or _text(entry, "AcctSvcrRef")
+                            or end_to_end or f"{statement_id}/{number}/{n}"),
+            end_to_end_id=None if end_to_end == "NOTPROVIDED" else end_to_end))
+    total = sum((abs(p.amount) for p in found), Decimal(0))
+    if details and all(_find(tx, "Amt") is not None for tx in details) and total != entry_amount:
+        raise ValueError(f"{where}: its transactions add up to {total}, the entry says "
+                         f"{entry_amount}")
+    return found
+
+
+def read_statement(data: bytes, source: str) -> list[Statement]:
+    """The statements of one camt.053 file.
+
+    Raises:
+        StatementError: not camt.053 XML, or an entry without what a payment needs.
+    """
+    try:
+        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as exc:
+        raise StatementError(f"{source}: not XML: {exc}") from exc
+    report = _find(root, "BkToCstmrStmt")
+    if report is None:
+        raise StatementError(f"{source}: not a camt.053 statement (no BkToCstmrStmt)")
+    statements = []
+    for s, stmt in enumerate(_children(report, "Stmt"), start=1):
+        statement_id = _text(stmt, "Id")
+        if not statement_id:
+            raise StatementError(f"{source}: statement {s} has no Id")
+        payments: list[BankPayment] = []
+        for e, entry in enumerate(_children(stmt, "Ntry"), start=1):
+            status = _text(entry, "Sts/Cd") or _text(entry, "Sts")  # 001.08+, or 001.02
+            if status not in (None, "BOOK"):
+                continue  # pending or informational: not money yet
+            try:
+                payments += _payments(statement_id, e, entry, f"statement {statement_id} entry {e}")
+            except ValueError as exc:
+                raise StatementError(f"{source}: {exc}") from exc
+        statements.append(Statement(statement_id, _text(stmt, "Acct/Id/IBAN"), tuple(payments)))
+    if not statements:
+        raise StatementError(f"{source}: no Stmt in the file")
+    return statements
