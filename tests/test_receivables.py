@@ -7,10 +7,12 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from pipeline.journal import Journal
 from pipeline.receivables.camt import StatementError, read_statement
+from pipeline.receivables.matching import match
 from pipeline.receivables.payments import PaymentBook, import_statements
 from tests.conftest import INVOICES_CLI
 
@@ -88,3 +90,71 @@ def test_ar_import_on_the_command_line(tmp_path: Path) -> None:
                    "1 return", said
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert "0 new, 5 already imported" in " ".join(again.stdout.split())
+
+
+def _items() -> pl.DataFrame:
+    rows = [("FA2026-000001", "C1", "100.00", 1), ("FA2026-000002", "C1", "50.00", 2),
+            ("FA2026-000003", "C1", "70.00", 3), ("FA2026-000004", "C2", "200.00", 1),
+            ("FA2026-000005", "C2", "200.00", 2)]
+    return pl.DataFrame({
+        "invoice_number": [r[0] for r in rows], "customer_id": [r[1] for r in rows],
+        "open": pl.Series([Decimal(r[2]) for r in rows], dtype=pl.Decimal(18, 2)),
+        "due_date": [date(2026, 10, r[3]) for r in rows]})
+
+
+def _payments(*rows: tuple[str, str, str | None, str | None, str | None]) -> pl.DataFrame:
+    return pl.DataFrame({
+        "key": [r[0] for r in rows],
+        "amount": pl.Series([Decimal(r[1]) for r in rows], dtype=pl.Decimal(18, 2)),
+        "value_date": [date(2026, 11, 1 + n) for n in range(len(rows))],
+        "debtor_iban": pl.Series([r[2] for r in rows], dtype=pl.String),
+        "creditor_reference": pl.Series([r[3] for r in rows], dtype=pl.String),
+        "remittance": pl.Series([r[4] for r in rows], dtype=pl.String)})
+
+
+def test_matching_passes_partial_payments_overpayments_and_unknown_payers() -> None:
+    known = pl.DataFrame({"iban": ["FR76I1", "FR76I2"], "customer_id": ["C1", "C2"]})
+    payments = _payments(
+        ("p1", "100.00", None, None, "Facture fa 2026 000001"),  # named, spaced, lower case
+        ("p2", "120.00", "FR76I1", None, None),                 # = B + C, earliest first
+        ("p5", "250.00", None, "RF47FA2026000005", None),       # E, and 50 too much
+        ("p6", "40.00", None, None, "acompte FA2026-000004"),   # part of D
+        ("p3", "200.00", "FR76I2", None, None),                 # D has only 160 left
+        ("p4", "30.00", "DE00UNKNOWN", None, None))             # nobody we know
+    result = match(payments, _items(), known)
+    placed = {(r["payment_key"], r["invoice_number"]): (r["cents"], r["pass"], r["confidence"])
+              for r in result.allocations.iter_rows(named=True)}
+    assert placed == {
+        ("p1", "FA2026-000001"): (10000, "reference", 1.0),
+        ("p5", "FA2026-000005"): (20000, "reference", 1.0),
+        ("p6", "FA2026-000004"): (4000, "reference", 1.0),
+        ("p2", "FA2026-000002"): (5000, "iban_sum", 0.8),
+        ("p2", "FA2026-000003"): (7000, "iban_sum", 0.8)}
+    left = {r["payment_key"]: (r["cents"], r["why"]) for r in result.unallocated.iter_rows(
+        named=True)}
+    assert left == {"p5": (5000, "overpaid: the rest"),
+                    "p3": (20000, "known payer, no item matches the amount"),
+                    "p4": (3000, "unknown payer, no reference")}
+    assert result.counts() == {"reference": 3, "iban_amount": 0, "iban_sum": 1,
+                               "oldest_first": 0}
+    # allowed, the last pass gives the known payer's money to its earliest item
+    with_oldest = match(payments, _items(), known, oldest_first=True)
+    assert ("p3", "FA2026-000004", 16000) in {
+        (r["payment_key"], r["invoice_number"], r["cents"])
+        for r in with_oldest.allocations.iter_rows(named=True)}
+
+
+def test_one_item_is_never_paid_twice_and_the_exact_amount_pass() -> None:
+    known = pl.DataFrame({"iban": ["FR76I2"], "customer_id": ["C2"]})
+    payments = _payments(("a", "200.00", "FR76I2", None, None),
+                         ("b", "200.00", "FR76I2", None, None),
+                         ("c", "200.00", "FR76I2", None, None))
+    result = match(payments, _items(), known)
+    placed = {(r["payment_key"], r["invoice_number"], r["cents"], r["confidence"])
+              for r in result.allocations.iter_rows(named=True)}
+    # a and b both fit D and E exactly: each item once, earliest payment to earliest item
+    assert ("a", "FA2026-000004", 20000, 0.7) in placed
+    assert sum(c for _, n, c, _ in placed if n == "FA2026-000005") == 20000
+    assert result.allocations.group_by("invoice_number").agg(pl.col("cents").sum())[
+        "cents"].max() == 20000
+    assert set(result.unallocated["payment_key"]) == {"c"}

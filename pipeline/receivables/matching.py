@@ -1,0 +1,158 @@
+"""Payments matched to open items, in passes of decreasing certainty, vectorised.
+
+1. ``reference`` (confidence 1.0): the payment names invoices, by a creditor reference
+   (``RF`` + check digits + the invoice number) or in its remittance text; spaces, dashes
+   and case do not matter. The amount goes to the named invoices, earliest due first.
+2. ``iban_amount`` (0.9, 0.7 when several items qualify): the payer's IBAN is known for a
+   customer, and the amount is exactly one of its open items (the earliest due, if several).
+3. ``iban_sum`` (0.8): the IBAN is known and the amount is exactly the sum of the
+   customer's open items, earliest due first, up to some item.
+4. ``oldest_first`` (0.5, only when allowed): what a known payer sends goes to its
+   earliest due items.
+
+A payment is never forced: what no pass places stays unallocated, listed for a person
+(an unknown payer, an overpayment's remainder). An item is never allocated more than is
+open on it, even when several payments name it: the earliest value date takes it first.
+A partial payment leaves the rest of the item open for the next payment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+__all__ = ["Matching", "match", "normalize", "PASSES"]
+
+PASSES = ("reference", "iban_amount", "iban_sum", "oldest_first")
+CENTS = pl.Int64()
+
+
+def normalize(text: pl.Expr) -> pl.Expr:
+    """Upper case, letters and digits only: ``fa 2026-000123`` -> ``FA2026000123``."""
+    return text.fill_null("").str.to_uppercase().str.replace_all(r"[^A-Z0-9]", "")
+
+
+@dataclass(frozen=True)
+class Matching:
+    """What matching placed, and what it could not."""
+
+    allocations: pl.DataFrame
+    """payment_key, invoice_number, cents, pass, confidence: one row per payment and item."""
+    unallocated: pl.DataFrame
+    """payment_key, cents, why: money no pass placed (whole payments or remainders)."""
+
+    def counts(self) -> dict[str, int]:
+        """Payments placed (wholly or partly) by each pass."""
+        placed = self.allocations.group_by("pass").agg(pl.col("payment_key").n_unique())
+        found = dict(placed.iter_rows())
+        return {p: int(found.get(p, 0)) for p in PASSES}
+
+
+def _cents(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    return frame.with_columns((pl.col(column) * 100).round(0).cast(CENTS).alias("cents"))
+
+
+def _allocate(requests: pl.DataFrame, remaining: pl.DataFrame, open_: pl.DataFrame,
+              name: str, confidence: pl.Expr) -> pl.DataFrame:
+    """Grant requests (payment_key, invoice_number, order) within what each payment still
+    has and each item still owes, the earliest value date first on each item."""
+    granted = (requests
+               .join(remaining.select("payment_key", "left", "value_date"), on="payment_key")
+               .join(open_.select("invoice_number", "owed", "due_date"), on="invoice_number")
+               .sort("value_date", "payment_key", "due_date", "invoice_number")
+               # the payment's money, in its order of items
+               .with_columns(before=pl.col("owed").cum_sum().over("payment_key") - pl.col("owed"))
+               .with_columns(want=pl.min_horizontal(pl.col("owed"),
+                                                    (pl.col("left") - pl.col("before")).clip(0)))
+               # the item's debt, in the order of payments
+               .with_columns(taken=pl.col("want").cum_sum().over("invoice_number")
+                             - pl.col("want"))
+               .with_columns(cents=pl.min_horizontal(pl.col("want"),
+                                                     (pl.col("owed") - pl.col("taken")).clip(0)))
+               .filter(pl.col("cents") > 0))
+    return granted.select("payment_key", "invoice_number", "cents", pl.lit(name).alias("pass"),
+                          confidence.alias("confidence"))
+
+
+def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame,
+          oldest_first: bool = False) -> Matching:
+    """Match payments to open items.
+
+    Args:
+        payments: ``key``, ``amount`` (Decimal), ``value_date``, ``debtor_iban``,
+            ``creditor_reference``, ``remittance``; returns (negative) are not matched here.
+        items: ``invoice_number``, ``customer_id``, ``open`` (Decimal, > 0), ``due_date``.
+        known_ibans: ``iban``, ``customer_id``: payers already seen paying a customer.
+        oldest_first: allow the last pass.
+    """
+    pays = _cents(payments.rename({"key": "payment_key"}), "amount").with_columns(
+        left=pl.col("cents"),
+        text=normalize(pl.concat_str(pl.col("creditor_reference").fill_null(""),
+                                     pl.col("remittance").fill_null(""), separator=" ")),
+        ref=normalize(pl.col("creditor_reference")).str.replace(r"^RF\d\d", ""))
+    open_ = _cents(items, "open").with_columns(owed=pl.col("cents"),
+                                               number=normalize(pl.col("invoice_number")))
+    customers = known_ibans.unique("iban").rename({"iban": "debtor_iban"})
+    done: list[pl.DataFrame] = []
+
+    def settle(granted: pl.DataFrame) -> None:
+        nonlocal pays, open_
+        done.append(granted)
+        paid = granted.group_by("payment_key").agg(pl.col("cents").sum().alias("paid"))
+        owed = granted.group_by("invoice_number").agg(pl.col("cents").sum().alias("paid"))
+        pays = pays.join(paid, on="payment_key", how="left").with_columns(
+            left=pl.col("left") - pl.col("paid").fill_null(0)).drop("paid")
+        open_ = open_.join(owed, on="invoice_number", how="left").with_columns(
+            owed=pl.col("owed") - pl.col("paid").fill_null(0)).drop("paid").filter(
+            pl.col("owed") > 0)
+
+    # 1. the invoices the payment names
+    numbers = open_["number"].unique().to_list()
+    named = (pays.filter(pl.col("left") > 0)
+             .with_columns(found=pl.col("text").str.extract_many(numbers, overlapping=False))
+             .explode("found").filter(pl.col("found").is_not_null())
+             .join(open_.select("number", "invoice_number"), left_on="found", right_on="number")
+             .select("payment_key", "invoice_number").unique())
+    settle(_allocate(named, pays.filter(pl.col("left") > 0), open_, "reference", pl.lit(1.0)))
+
+    # 2. a known payer, the exact amount of one open item
+    payers = pays.filter(pl.col("left") > 0).join(customers, on="debtor_iban")
+    exact = (payers.join(open_, left_on=["customer_id", "left"], right_on=["customer_id", "owed"])
+             .sort("due_date", "invoice_number")
+             .group_by("payment_key", maintain_order=True)
+             .agg(pl.col("invoice_number").first(), candidates=pl.len()))
+    settle(_allocate(exact.select("payment_key", "invoice_number"), pays, open_,
+                     "iban_amount", pl.lit(0.9)).join(
+        exact.select("payment_key", "candidates"), on="payment_key").with_columns(
+        confidence=pl.when(pl.col("candidates") > 1).then(0.7).otherwise(0.9)).drop(
+        "candidates"))
+
+    # 3. a known payer, the exact sum of its earliest due items
+    payers = pays.filter(pl.col("left") > 0).join(customers, on="debtor_iban")
+    running = open_.sort("due_date", "invoice_number").with_columns(
+        upto=pl.col("owed").cum_sum().over("customer_id"),
+        rank=pl.int_range(pl.len()).over("customer_id"))
+    reach = payers.join(running.select("customer_id", "upto", "rank"),
+                        left_on=["customer_id", "left"], right_on=["customer_id", "upto"])
+    summed = (reach.join(running.select("customer_id", "invoice_number",
+                                        pl.col("rank").alias("item_rank")), on="customer_id")
+              .filter(pl.col("item_rank") <= pl.col("rank"))
+              .select("payment_key", "invoice_number").unique())
+    settle(_allocate(summed, pays, open_, "iban_sum", pl.lit(0.8)))
+
+    # 4. what a known payer sends, to its earliest due items
+    if oldest_first:
+        payers = pays.filter(pl.col("left") > 0).join(customers, on="debtor_iban")
+        settle(_allocate(payers.join(open_.select("customer_id", "invoice_number"),
+                                     on="customer_id").select("payment_key", "invoice_number"),
+                         pays, open_, "oldest_first", pl.lit(0.5)))
+
+    allocations = pl.concat(done) if done else pl.DataFrame()
+    unallocated = pays.filter(pl.col("left") > 0).join(
+        customers, on="debtor_iban", how="left").select(
+        "payment_key", pl.col("left").alias("cents"),
+        why=pl.when(pl.col("left") < pl.col("cents")).then(pl.lit("overpaid: the rest"))
+        .when(pl.col("customer_id").is_null()).then(pl.lit("unknown payer, no reference"))
+        .otherwise(pl.lit("known payer, no item matches the amount")))
+    return Matching(allocations, unallocated)
