@@ -348,6 +348,55 @@ def ar_import(statements: Annotated[list[Path], typer.Argument(
                     + "".join(f", {n} {kind}" for kind, n in sorted(report.by_kind.items())))
 
 
+@ar_app.command("match")
+def ar_match(oldest_first: Annotated[bool, typer.Option(
+        help="Also give a known payer's unplaced money to its earliest due items.")] = False,
+             home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """Match the payments not yet placed to the open items (every delivered invoice), in
+    passes of decreasing certainty; prints the payments each pass placed and lists what no
+    pass could place, for a person (``invoices ar allocate``)."""
+    from pipeline.archive import read_index
+    from pipeline.journal import Journal
+    from pipeline.preflight import check_settings, load_settings
+    from pipeline.receivables.open_items import OpenItems, match_payments
+    from pipeline.storage import open_storage
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings)
+        journal = Journal(settings.ledger_url)
+        added = OpenItems(journal).refresh(read_index(open_storage(settings)))
+        report = match_payments(journal, oldest_first)
+    Console().print(f"{added} new open items; {report.payments} payments to place: "
+                    + ", ".join(f"{name} {n}" for name, n in report.by_pass.items())
+                    + f"; {report.unallocated.height} left for a person")
+    for row in report.unallocated.iter_rows(named=True):
+        Console().print(f"  {row['payment_key']}: {row['cents'] / 100:.2f} {row['why']}")
+
+
+@ar_app.command("allocate")
+def ar_allocate(payment: Annotated[str, typer.Argument(help="Payment key (ar match lists).")],
+                invoices: Annotated[list[str], typer.Argument(help="Invoices, in order.")],
+                home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """A person's decision: the payment's unplaced money to these invoices, in this order."""
+    import getpass
+
+    from pipeline.journal import Journal
+    from pipeline.preflight import check_settings, load_settings
+    from pipeline.receivables.open_items import allocate
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings)
+        try:
+            granted = allocate(Journal(settings.ledger_url), payment, invoices,
+                               getpass.getuser())
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    for number, amount in granted:
+        Console().print(f"{payment}: {amount} to {number}")
+
+
 pa_app = typer.Typer(no_args_is_help=True,
                      help="The accredited platform (PA) of the French 2026 reform.")
 app.add_typer(pa_app, name="pa")

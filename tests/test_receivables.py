@@ -98,14 +98,14 @@ def _items() -> pl.DataFrame:
             ("FA2026-000005", "C2", "200.00", 2)]
     return pl.DataFrame({
         "invoice_number": [r[0] for r in rows], "customer_id": [r[1] for r in rows],
-        "open": pl.Series([Decimal(r[2]) for r in rows], dtype=pl.Decimal(18, 2)),
+        "cents": [int(Decimal(r[2]) * 100) for r in rows],
         "due_date": [date(2026, 10, r[3]) for r in rows]})
 
 
 def _payments(*rows: tuple[str, str, str | None, str | None, str | None]) -> pl.DataFrame:
     return pl.DataFrame({
         "key": [r[0] for r in rows],
-        "amount": pl.Series([Decimal(r[1]) for r in rows], dtype=pl.Decimal(18, 2)),
+        "cents": [int(Decimal(r[1]) * 100) for r in rows],
         "value_date": [date(2026, 11, 1 + n) for n in range(len(rows))],
         "debtor_iban": pl.Series([r[2] for r in rows], dtype=pl.String),
         "creditor_reference": pl.Series([r[3] for r in rows], dtype=pl.String),
@@ -158,3 +158,35 @@ def test_one_item_is_never_paid_twice_and_the_exact_amount_pass() -> None:
     assert result.allocations.group_by("invoice_number").agg(pl.col("cents").sum())[
         "cents"].max() == 20000
     assert set(result.unallocated["payment_key"]) == {"c"}
+
+
+def test_open_items_are_matched_and_a_person_places_the_rest(tmp_path: Path) -> None:
+    from pipeline.receivables.open_items import OpenItems, allocate, match_payments
+
+    journal = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    import_statements([BY_HAND], journal)
+    rows = [("FA2026-000123", "C1", "1234.56"), ("FA2026-000124", "C2", "400.00"),
+            ("FA2026-000125", "C2", "600.00"), ("FA2026-000130", "C3", "2000.00"),
+            ("FA2026-000131", "C4", "500.00"), ("AV2026-000001", "C4", "-200.00")]
+    index = pl.DataFrame({
+        "invoice_number": [r[0] for r in rows], "customer_id": [r[1] for r in rows],
+        "invoice_type": ["credit_note" if r[0].startswith("AV") else "invoice" for r in rows],
+        "issue_date": [date(2026, 10, 1)] * 6, "due_date": [date(2026, 11, 1)] * 6,
+        "total_gross": pl.Series([Decimal(r[2]) for r in rows], dtype=pl.Decimal(18, 2)),
+        "currency": ["EUR"] * 6,
+        "credited_invoice_number": [None] * 5 + ["FA2026-000131"]})
+    book = OpenItems(journal)
+    assert book.refresh(index) == 6 and book.refresh(index) == 0
+    report = match_payments(journal)
+    assert report.by_pass == {"reference": 3, "iban_amount": 0, "iban_sum": 0,
+                              "oldest_first": 0}
+    assert set(report.unallocated["payment_key"]) == {"STMT-2026-11-27/2/3"}
+    still_open = dict(book.open().select("invoice_number", "cents").iter_rows())
+    assert still_open == {"FA2026-000131": 30000}  # 500.00 less the 200.00 credit note
+    assert allocate(journal, "STMT-2026-11-27/2/3", ["FA2026-000131"], "clerk") == [
+        ("FA2026-000131", Decimal("300.00"))]
+    assert book.open().is_empty()
+    with pytest.raises(ValueError, match="not an open item"):
+        allocate(journal, "STMT-2026-11-27/2/3", ["FA2026-000123"], "clerk")
+    assert match_payments(journal).payments == 1  # 10 cents of that payment are left
+    journal.dispose()

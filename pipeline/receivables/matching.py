@@ -25,7 +25,6 @@ import polars as pl
 __all__ = ["Matching", "match", "normalize", "PASSES"]
 
 PASSES = ("reference", "iban_amount", "iban_sum", "oldest_first")
-CENTS = pl.Int64()
 
 
 def normalize(text: pl.Expr) -> pl.Expr:
@@ -47,10 +46,6 @@ class Matching:
         placed = self.allocations.group_by("pass").agg(pl.col("payment_key").n_unique())
         found = dict(placed.iter_rows())
         return {p: int(found.get(p, 0)) for p in PASSES}
-
-
-def _cents(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    return frame.with_columns((pl.col(column) * 100).round(0).cast(CENTS).alias("cents"))
 
 
 def _allocate(requests: pl.DataFrame, remaining: pl.DataFrame, open_: pl.DataFrame,
@@ -80,18 +75,19 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
     """Match payments to open items.
 
     Args:
-        payments: ``key``, ``amount`` (Decimal), ``value_date``, ``debtor_iban``,
-            ``creditor_reference``, ``remittance``; returns (negative) are not matched here.
-        items: ``invoice_number``, ``customer_id``, ``open`` (Decimal, > 0), ``due_date``.
+        payments: ``key``, ``cents`` (money as integer cents, exact), ``value_date``,
+            ``debtor_iban``, ``creditor_reference``, ``remittance``; returns (negative) are
+            not matched here.
+        items: ``invoice_number``, ``customer_id``, ``cents`` (open, > 0), ``due_date``.
         known_ibans: ``iban``, ``customer_id``: payers already seen paying a customer.
         oldest_first: allow the last pass.
     """
-    pays = _cents(payments.rename({"key": "payment_key"}), "amount").with_columns(
+    pays = payments.rename({"key": "payment_key"}).with_columns(
         left=pl.col("cents"),
         text=normalize(pl.concat_str(pl.col("creditor_reference").fill_null(""),
                                      pl.col("remittance").fill_null(""), separator=" ")),
         ref=normalize(pl.col("creditor_reference")).str.replace(r"^RF\d\d", ""))
-    open_ = _cents(items, "open").with_columns(owed=pl.col("cents"),
+    open_ = items.with_columns(owed=pl.col("cents"),
                                                number=normalize(pl.col("invoice_number")))
     customers = known_ibans.unique("iban").rename({"iban": "debtor_iban"})
     done: list[pl.DataFrame] = []
@@ -108,10 +104,10 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
             pl.col("owed") > 0)
 
     # 1. the invoices the payment names
-    numbers = open_["number"].unique().to_list()
+    numbers = open_["number"].unique().to_list() or [""]  # extract_many needs a pattern
     named = (pays.filter(pl.col("left") > 0)
              .with_columns(found=pl.col("text").str.extract_many(numbers, overlapping=False))
-             .explode("found").filter(pl.col("found").is_not_null())
+             .explode("found").filter(pl.col("found").is_not_null() & (pl.col("found") != ""))
              .join(open_.select("number", "invoice_number"), left_on="found", right_on="number")
              .select("payment_key", "invoice_number").unique())
     settle(_allocate(named, pays.filter(pl.col("left") > 0), open_, "reference", pl.lit(1.0)))

@@ -2,7 +2,8 @@
 
 Payments live in the ledger database next to the delivery journal, so matching can join
 them with what was delivered. A payment's key is its statement, entry and transaction:
-importing the same statement again, or a folder holding it twice, adds nothing.
+importing the same statement again, or a folder holding it twice, adds nothing. Money is
+kept as integer cents: SQLite has no decimal type, and a float is never money.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ payments = sa.Table(
     sa.Column("key", sa.String, primary_key=True),
     sa.Column("statement_id", sa.String, nullable=False, index=True),
     sa.Column("kind", sa.String, nullable=False),
-    sa.Column("amount", sa.Numeric(18, 2), nullable=False),
+    sa.Column("cents", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("booking_date", sa.Date),
     sa.Column("value_date", sa.Date, nullable=False),
@@ -69,7 +70,8 @@ class PaymentBook:
             if new:
                 conn.execute(payments.insert(), [{
                     "key": p.key, "statement_id": p.statement_id, "kind": p.kind,
-                    "amount": p.amount, "currency": p.currency, "booking_date": p.booking_date,
+                    "cents": int(p.amount * 100), "currency": p.currency,
+                    "booking_date": p.booking_date,
                     "value_date": p.value_date, "debtor_name": p.debtor_name,
                     "debtor_iban": p.debtor_iban, "creditor_reference": p.creditor_reference,
                     "remittance": p.remittance, "bank_reference": p.bank_reference,

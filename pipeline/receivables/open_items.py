@@ -1,0 +1,185 @@
+"""Open items: what each delivered invoice still owes, and what paid it.
+
+Every invoice and credit note the archive index holds as delivered becomes an item once
+(``refresh``). An invoice's open amount is its gross, less the credit notes that correct
+it, less what payments were allocated to it; matching (``match_payments``) allocates
+automatically, ``allocate`` records a person's decision. Allocations are never rewritten:
+an item is paid by the sum of its allocation rows. Money is integer cents here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from pipeline.journal import Journal
+from pipeline.receivables.matching import PASSES, match
+from pipeline.receivables.payments import PaymentBook, payments
+
+__all__ = ["OpenItems", "MatchReport", "match_payments", "allocate"]
+
+_metadata = sa.MetaData()
+items = sa.Table(
+    "open_items", _metadata,
+    sa.Column("invoice_number", sa.String, primary_key=True),
+    sa.Column("customer_id", sa.String, nullable=False, index=True),
+    sa.Column("invoice_type", sa.String, nullable=False),
+    sa.Column("issue_date", sa.Date, nullable=False),
+    sa.Column("due_date", sa.Date, nullable=False),
+    sa.Column("cents", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("credited_invoice_number", sa.String),
+)
+allocations = sa.Table(
+    "allocations", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("payment_key", sa.String, nullable=False, index=True),
+    sa.Column("invoice_number", sa.String, nullable=False, index=True),
+    sa.Column("cents", sa.BigInteger, nullable=False),
+    sa.Column("pass", sa.String, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("decided_by", sa.String, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _read(query: sa.Select[Any], conn: sa.Connection, **types: pl.DataType) -> pl.DataFrame:
+    """A query's rows, typed even when there are none (an empty result has no types)."""
+    frame = pl.read_database(query, conn, schema_overrides=types)
+    return frame if frame.height else pl.DataFrame(schema={
+        c: types.get(c, frame.schema[c]) for c in frame.columns})
+
+
+class OpenItems:
+    """The open-items and allocations tables, in the ledger database."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.engine = journal.engine
+        PaymentBook(journal)  # the payments table is joined here
+        _metadata.create_all(self.engine)
+
+    def refresh(self, index: pl.DataFrame) -> int:
+        """Add the delivered invoices and credit notes not yet items; returns how many."""
+        delivered = index.unique("invoice_number").select(
+            "invoice_number", "customer_id", "invoice_type", "issue_date", "due_date",
+            (pl.col("total_gross") * 100).cast(pl.Int64).alias("cents"), "currency",
+            "credited_invoice_number")
+        with self.engine.begin() as conn:
+            known = {n for (n,) in conn.execute(sa.select(items.c.invoice_number))}
+            new = delivered.filter(~pl.col("invoice_number").is_in(sorted(known))).to_dicts()
+            if new:
+                conn.execute(items.insert(), new)
+        return len(new)
+
+    def open(self) -> pl.DataFrame:
+        """Invoices with something left to pay: ``invoice_number``, ``customer_id``,
+        ``open`` (gross, less credit notes, less allocations), ``due_date``."""
+        with self.engine.connect() as conn:
+            all_items = _read(sa.select(items), conn, invoice_number=pl.String(),
+                              customer_id=pl.String(), invoice_type=pl.String(),
+                              due_date=pl.Date(), cents=pl.Int64(),
+                              credited_invoice_number=pl.String())
+            paid = _read(sa.select(
+                allocations.c.invoice_number, sa.func.sum(allocations.c.cents).label("paid"))
+                .group_by(allocations.c.invoice_number), conn, invoice_number=pl.String(),
+                paid=pl.Int64())
+        credits = all_items.filter(pl.col("invoice_type") == "credit_note").group_by(
+            "credited_invoice_number").agg(pl.col("cents").sum().alias("credited"))
+        return (all_items.filter(pl.col("invoice_type") == "invoice")
+                .join(credits, left_on="invoice_number", right_on="credited_invoice_number",
+                      how="left")
+                .join(paid, on="invoice_number", how="left")
+                .with_columns(cents=pl.col("cents") + pl.col("credited").fill_null(0)
+                              - pl.col("paid").fill_null(0))
+                .filter(pl.col("cents") > 0)
+                .select("invoice_number", "customer_id", "cents", "due_date"))
+
+    def unplaced_payments(self) -> pl.DataFrame:
+        """Credits with money not yet allocated, the rest as ``cents``."""
+        with self.engine.connect() as conn:
+            pays = _read(sa.select(payments).where(payments.c.kind == "credit"), conn,
+                         key=pl.String(), cents=pl.Int64(), value_date=pl.Date(),
+                         debtor_iban=pl.String(), creditor_reference=pl.String(),
+                         remittance=pl.String())
+            used = _read(sa.select(
+                allocations.c.payment_key.label("key"),
+                sa.func.sum(allocations.c.cents).label("used")).group_by(
+                allocations.c.payment_key), conn, key=pl.String(), used=pl.Int64())
+        return (pays.join(used, on="key", how="left")
+                .with_columns(cents=pl.col("cents") - pl.col("used").fill_null(0))
+                .filter(pl.col("cents") > 0).drop("used"))
+
+    def known_ibans(self) -> pl.DataFrame:
+        """The payers seen paying a customer: ``iban``, ``customer_id``."""
+        with self.engine.connect() as conn:
+            return _read(sa.select(
+                payments.c.debtor_iban.label("iban"), items.c.customer_id).distinct()
+                .select_from(allocations.join(payments, payments.c.key
+                                              == allocations.c.payment_key)
+                             .join(items, items.c.invoice_number
+                                   == allocations.c.invoice_number))
+                .where(payments.c.debtor_iban.is_not(None)), conn, iban=pl.String(),
+                customer_id=pl.String())
+
+    def record(self, rows: Sequence[dict[str, object]]) -> None:
+        """Append allocation rows."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(allocations.insert(), list(rows))
+
+
+@dataclass(frozen=True)
+class MatchReport:
+    """What one matching run placed."""
+
+    payments: int
+    by_pass: dict[str, int]
+    unallocated: pl.DataFrame
+
+
+def match_payments(journal: Journal, oldest_first: bool = False) -> MatchReport:
+    """Match the payments not yet placed to the open items, and record the allocations."""
+    book = OpenItems(journal)
+    pays = book.unplaced_payments()
+    result = match(pays, book.open(), book.known_ibans(), oldest_first)
+    now = datetime.now(UTC)
+    book.record([{"payment_key": r["payment_key"], "invoice_number": r["invoice_number"],
+                  "cents": r["cents"], "pass": r["pass"],
+                  "confidence": r["confidence"], "decided_by": "matching", "at": now}
+                 for r in result.allocations.iter_rows(named=True)])
+    counts = result.counts()
+    return MatchReport(pays.height, {p: counts[p] for p in PASSES}, result.unallocated)
+
+
+def allocate(journal: Journal, payment_key: str, numbers: Sequence[str],
+             decided_by: str) -> list[tuple[str, Decimal]]:
+    """A person's decision: the payment's unplaced money to these invoices, in this order.
+
+    Raises:
+        ValueError: an unknown payment, nothing left on it, or an invoice with nothing open.
+    """
+    book = OpenItems(journal)
+    pays = book.unplaced_payments().filter(pl.col("key") == payment_key)
+    if pays.is_empty():
+        raise ValueError(f"payment {payment_key}: unknown, or wholly allocated already")
+    left = int(pays["cents"][0])
+    open_ = dict(book.open().select("invoice_number", "cents").iter_rows())
+    granted: list[tuple[str, int]] = []
+    for number in numbers:
+        if number not in open_:
+            raise ValueError(f"invoice {number}: not an open item")
+        cents = min(left, int(open_[number]))
+        if cents > 0:
+            granted.append((number, cents))
+            left -= cents
+    now = datetime.now(UTC)
+    book.record([{"payment_key": payment_key, "invoice_number": n, "cents": c,
+                  "pass": "manual", "confidence": 1.0, "decided_by": decided_by, "at": now}
+                 for n, c in granted])
+    return [(n, Decimal(c).scaleb(-2)) for n, c in granted]
