@@ -30,7 +30,7 @@ def test_a_statement_written_by_hand_reads_with_the_right_amounts_and_references
     single = found["STMT-2026-11-27/1/1"]
     assert (single.kind, single.amount, single.currency) == ("credit", Decimal("1234.56"), "EUR")
     assert single.value_date == date(2026, 11, 27)
-    assert single.creditor_reference == "RF18FA2026000123" and single.remittance is None
+    assert single.creditor_reference == "RF31FA2026000123" and single.remittance is None
     assert single.debtor_name == "Boulangerie Martin SARL"
     assert single.debtor_iban == "FR7610278060010002020280124"
     assert (single.bank_reference, single.end_to_end_id) == ("BNP-27-000001", "E2E-MARTIN-0042")
@@ -117,7 +117,7 @@ def test_matching_passes_partial_payments_overpayments_and_unknown_payers() -> N
     payments = _payments(
         ("p1", "100.00", None, None, "Facture fa 2026 000001"),  # named, spaced, lower case
         ("p2", "120.00", "FR76I1", None, None),                 # = B + C, earliest first
-        ("p5", "250.00", None, "RF47FA2026000005", None),       # E, and 50 too much
+        ("p5", "250.00", None, "RF16FA2026000005", None),       # E, and 50 too much
         ("p6", "40.00", None, None, "acompte FA2026-000004"),   # part of D
         ("p3", "200.00", "FR76I2", None, None),                 # D has only 160 left
         ("p4", "30.00", "DE00UNKNOWN", None, None))             # nobody we know
