@@ -117,10 +117,13 @@ def test_matching_passes_partial_payments_overpayments_and_unknown_payers() -> N
     payments = _payments(
         ("p1", "100.00", None, None, "Facture fa 2026 000001"),  # named, spaced, lower case
         ("p2", "120.00", "FR76I1", None, None),                 # = B + C, earliest first
-        ("p5", "250.00", None, "RF16FA2026000005", None),       # E, and 50 too much
-        ("p6", "40.00", None, None, "acompte FA2026-000004"),   # part of D
+        ("p5", "250.00", "FR76I2", "RF16FA2026000005", None),   # E, and 50 too much
+        ("p6", "40.00", "FR76I2", None, "acompte FA2026-000004"),  # part of D
         ("p3", "200.00", "FR76I2", None, None),                 # D has only 160 left
-        ("p4", "30.00", "DE00UNKNOWN", None, None))             # nobody we know
+        ("p4", "30.00", "DE00UNKNOWN", None, None),             # nobody we know
+        # a mistyped number naming another customer's invoice is not taken at its word
+        ("p7", "70.00", "FR76I2", None, "FA2026-000003"),
+        ("p8", "75.00", None, None, "FA2026-000003"))
     result = match(payments, _items(), known)
     placed = {(r["payment_key"], r["invoice_number"]): (r["cents"], r["pass"], r["confidence"])
               for r in result.allocations.iter_rows(named=True)}
@@ -134,14 +137,17 @@ def test_matching_passes_partial_payments_overpayments_and_unknown_payers() -> N
         named=True)}
     assert left == {"p5": (5000, "overpaid: the rest"),
                     "p3": (20000, "known payer, no item matches the amount"),
-                    "p4": (3000, "unknown payer, no reference")}
+                    "p4": (3000, "unknown payer, naming no invoices for exactly this amount"),
+                    "p7": (7000, "known payer, no item matches the amount"),
+                    "p8": (7500, "unknown payer, naming no invoices for exactly this amount")}
     assert result.counts() == {"reference": 3, "iban_amount": 0, "iban_sum": 1,
                                "oldest_first": 0}
-    # allowed, the last pass gives the known payer's money to its earliest item
-    with_oldest = match(payments, _items(), known, oldest_first=True)
-    assert ("p3", "FA2026-000004", 16000) in {
-        (r["payment_key"], r["invoice_number"], r["cents"])
-        for r in with_oldest.allocations.iter_rows(named=True)}
+    # allowed, the last pass gives a known payer's money to its earliest item, in the
+    # order the money came (p5's rest, then p3), never beyond what the item owes
+    with_oldest = match(payments, _items(), known, oldest_first=True).allocations
+    last = with_oldest.filter(pl.col("pass") == "oldest_first")
+    assert dict(last.select("payment_key", "cents").iter_rows()) == {"p5": 5000, "p3": 11000}
+    assert with_oldest.filter(pl.col("invoice_number") == "FA2026-000004")["cents"].sum() == 20000
 
 
 def test_one_item_is_never_paid_twice_and_the_exact_amount_pass() -> None:

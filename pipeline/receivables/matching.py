@@ -2,7 +2,9 @@
 
 1. ``reference`` (confidence 1.0): the payment names invoices, by a creditor reference
    (``RF`` + check digits + the invoice number) or in its remittance text; spaces, dashes
-   and case do not matter. The amount goes to the named invoices, earliest due first.
+   and case do not matter. The amount goes to the named invoices, earliest due first. A
+   mistyped number can name another customer's invoice: a payer known for a customer is
+   held to that customer's invoices, and an unknown payer must pay their exact total.
 2. ``iban_amount`` (0.9, 0.7 when several items qualify): the payer's IBAN is known for a
    customer, and the amount is exactly one of its open items (the earliest due, if several).
 3. ``iban_sum`` (0.8): the IBAN is known and the amount is exactly the sum of the
@@ -108,7 +110,15 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
     named = (pays.filter(pl.col("left") > 0)
              .with_columns(found=pl.col("text").str.extract_many(numbers, overlapping=False))
              .explode("found").filter(pl.col("found").is_not_null() & (pl.col("found") != ""))
-             .join(open_.select("number", "invoice_number"), left_on="found", right_on="number")
+             .join(open_.select("number", "invoice_number", "customer_id", "owed"),
+                   left_on="found", right_on="number")
+             .join(customers.rename({"customer_id": "payer"}), on="debtor_iban", how="left")
+             # a number mistyped into another customer's invoice is not taken at its word:
+             # a known payer must be that invoice's customer, an unknown one must pay the
+             # named invoices' exact total
+             .filter(pl.col("payer").is_null() | (pl.col("payer") == pl.col("customer_id")))
+             .with_columns(named=pl.col("owed").sum().over("payment_key"))
+             .filter(pl.col("payer").is_not_null() | (pl.col("named") == pl.col("left")))
              .select("payment_key", "invoice_number").unique())
     settle(_allocate(named, pays.filter(pl.col("left") > 0), open_, "reference", pl.lit(1.0)))
 
@@ -149,6 +159,7 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
         customers, on="debtor_iban", how="left").select(
         "payment_key", pl.col("left").alias("cents"),
         why=pl.when(pl.col("left") < pl.col("cents")).then(pl.lit("overpaid: the rest"))
-        .when(pl.col("customer_id").is_null()).then(pl.lit("unknown payer, no reference"))
+        .when(pl.col("customer_id").is_null()).then(
+            pl.lit("unknown payer, naming no invoices for exactly this amount"))
         .otherwise(pl.lit("known payer, no item matches the amount")))
     return Matching(allocations, unallocated)
