@@ -186,7 +186,9 @@ def test_open_items_are_matched_and_a_person_places_the_rest(tmp_path: Path) -> 
     report = match_payments(journal)
     assert report.by_pass == {"reference": 3, "iban_amount": 0, "iban_sum": 0,
                               "oldest_first": 0}
-    assert set(report.unallocated["payment_key"]) == {"STMT-2026-11-27/2/3"}
+    assert dict(report.unallocated.select("payment_key", "why").iter_rows()) == {
+        "STMT-2026-11-27/2/3": "unknown payer, naming no invoices for exactly this amount",
+        "STMT-2026-11-27/4/1": "a return of no credit we hold"}
     still_open = dict(book.open().select("invoice_number", "cents").iter_rows())
     assert still_open == {"FA2026-000131": 30000}  # 500.00 less the 200.00 credit note
     assert allocate(journal, "STMT-2026-11-27/2/3", ["FA2026-000131"], "clerk") == [
@@ -194,5 +196,42 @@ def test_open_items_are_matched_and_a_person_places_the_rest(tmp_path: Path) -> 
     assert book.open().is_empty()
     with pytest.raises(ValueError, match="not an open item"):
         allocate(journal, "STMT-2026-11-27/2/3", ["FA2026-000123"], "clerk")
-    assert match_payments(journal).payments == 1  # 10 cents of that payment are left
+    # 10 cents of that payment are left, and the return of a collection we never saw
+    assert match_payments(journal).payments == 2
+    journal.dispose()
+
+
+RETURN_ONLY = """<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt>
+ <GrpHdr><MsgId>M2</MsgId><CreDtTm>2026-12-02T06:00:00+01:00</CreDtTm></GrpHdr>
+ <Stmt><Id>STMT-2026-12-02</Id>
+  <Acct><Id><IBAN>FR7630004000050000123456789</IBAN></Id></Acct>
+  <Ntry><Amt Ccy="EUR">1234.56</Amt><CdtDbtInd>DBIT</CdtDbtInd><RvslInd>true</RvslInd>
+   <Sts><Cd>BOOK</Cd></Sts><BookgDt><Dt>2026-12-02</Dt></BookgDt><ValDt><Dt>2026-12-02</Dt></ValDt>
+   <NtryDtls><TxDtls><Refs><EndToEndId>E2E-MARTIN-0042</EndToEndId></Refs></TxDtls></NtryDtls>
+  </Ntry></Stmt></BkToCstmrStmt></Document>
+"""
+
+
+def test_a_returned_payment_reopens_the_invoice_it_had_paid(tmp_path: Path) -> None:
+    from pipeline.receivables.open_items import OpenItems, match_payments
+
+    journal = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    import_statements([BY_HAND], journal)
+    index = pl.DataFrame({
+        "invoice_number": ["FA2026-000123"], "customer_id": ["C1"],
+        "invoice_type": ["invoice"], "issue_date": [date(2026, 10, 1)],
+        "due_date": [date(2026, 11, 1)],
+        "total_gross": pl.Series([Decimal("1234.56")], dtype=pl.Decimal(18, 2)),
+        "currency": ["EUR"], "credited_invoice_number": pl.Series([None], dtype=pl.String)})
+    book = OpenItems(journal)
+    book.refresh(index)
+    match_payments(journal)
+    assert book.open().is_empty()
+    # days later the payer's bank takes the transfer back (same end-to-end id and amount)
+    (tmp_path / "later.xml").write_text(RETURN_ONLY)
+    import_statements([tmp_path / "later.xml"], journal)
+    match_payments(journal)
+    assert dict(book.open().select("invoice_number", "cents").iter_rows()) == {
+        "FA2026-000123": 123456}
     journal.dispose()

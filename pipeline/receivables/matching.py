@@ -72,18 +72,77 @@ def _allocate(requests: pl.DataFrame, remaining: pl.DataFrame, open_: pl.DataFra
                           confidence.alias("confidence"))
 
 
+def _learn(customers: pl.DataFrame, named: pl.DataFrame, pays: pl.DataFrame,
+           open_: pl.DataFrame) -> pl.DataFrame:
+    """The known payers, with the IBANs that paid invoices they named: a payer is known for
+    a customer once it has paid that customer's invoice by name. An IBAN seen paying two
+    customers names neither."""
+    seen = (named.join(pays.select("payment_key", "debtor_iban"), on="payment_key")
+            .join(open_.select("invoice_number", "customer_id"), on="invoice_number")
+            .filter(pl.col("debtor_iban").is_not_null())
+            .select("debtor_iban", "customer_id"))
+    both = pl.concat([customers.select("debtor_iban", "customer_id"), seen]).unique()
+    single = both.group_by("debtor_iban").agg(pl.len()).filter(pl.col("len") == 1)
+    return both.join(single.select("debtor_iban"), on="debtor_iban")
+
+
+def _without_returned(payments: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The credits to match, and what no pass is for (``key``, ``cents``, ``why``): a return
+    (negative) cancels the credit of the same end-to-end id and amount, so neither pays
+    anything; a return of no credit we hold is for a person."""
+    credits = payments.filter(pl.col("cents") > 0)
+    returns = payments.filter(pl.col("cents") < 0)
+    if "end_to_end_id" not in payments.columns:
+        return credits, returns.select("key", "cents", why=pl.lit("a return of no credit "
+                                                                  "we hold"))
+    back = returns.select("key", "end_to_end_id", amount=-pl.col("cents"))
+    taken = credits.join(back, left_on=["end_to_end_id", "cents"],
+                         right_on=["end_to_end_id", "amount"], how="semi")
+    paired = returns.join(credits.select("end_to_end_id", amount=-pl.col("cents")),
+                          left_on=["end_to_end_id", "cents"],
+                          right_on=["end_to_end_id", "amount"], how="semi")
+    aside = pl.concat([
+        pl.concat([taken, paired]).select("key", "cents",
+                                          why=pl.lit("returned by the payer's bank")),
+        returns.join(paired.select("key"), on="key", how="anti").select(
+            "key", "cents", why=pl.lit("a return of no credit we hold"))])
+    return credits.join(taken.select("key"), on="key", how="anti"), aside
+
+
+def _named(pays: pl.DataFrame, open_: pl.DataFrame, customers: pl.DataFrame
+           ) -> pl.DataFrame:
+    """Allocations to the invoices each payment names (pass ``reference``)."""
+    numbers = open_["number"].unique().to_list() or [""]  # extract_many needs a pattern
+    named = (pays.with_columns(found=pl.col("text").str.extract_many(numbers,
+                                                                     overlapping=False))
+             .explode("found").filter(pl.col("found").is_not_null() & (pl.col("found") != ""))
+             .join(open_.select("number", "invoice_number", "customer_id", "owed"),
+                   left_on="found", right_on="number")
+             .join(customers.rename({"customer_id": "payer"}), on="debtor_iban", how="left")
+             # a number mistyped into another customer's invoice is not taken at its word:
+             # a known payer must be that invoice's customer, an unknown one must pay the
+             # named invoices' exact total
+             .filter(pl.col("payer").is_null() | (pl.col("payer") == pl.col("customer_id")))
+             .with_columns(named=pl.col("owed").sum().over("payment_key"))
+             .filter(pl.col("payer").is_not_null() | (pl.col("named") == pl.col("left")))
+             .select("payment_key", "invoice_number").unique())
+    return _allocate(named, pays, open_, "reference", pl.lit(1.0))
+
+
 def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame,
           oldest_first: bool = False) -> Matching:
     """Match payments to open items.
 
     Args:
         payments: ``key``, ``cents`` (money as integer cents, exact), ``value_date``,
-            ``debtor_iban``, ``creditor_reference``, ``remittance``; returns (negative) are
-            not matched here.
+            ``debtor_iban``, ``creditor_reference``, ``remittance``, and optionally
+            ``end_to_end_id``: a return (negative) then voids the credit it took back.
         items: ``invoice_number``, ``customer_id``, ``cents`` (open, > 0), ``due_date``.
-        known_ibans: ``iban``, ``customer_id``: payers already seen paying a customer.
+        known_ibans: ``iban``, ``customer_id``: payers already seen paying a customer (the
+            payers of invoices named in these payments are learnt on the way).
         oldest_first: allow the last pass.
     """
+    payments, returned = _without_returned(payments)
     pays = payments.rename({"key": "payment_key"}).with_columns(
         left=pl.col("cents"),
         text=normalize(pl.concat_str(pl.col("creditor_reference").fill_null(""),
@@ -105,22 +164,12 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
             owed=pl.col("owed") - pl.col("paid").fill_null(0)).drop("paid").filter(
             pl.col("owed") > 0)
 
-    # 1. the invoices the payment names
-    numbers = open_["number"].unique().to_list() or [""]  # extract_many needs a pattern
-    named = (pays.filter(pl.col("left") > 0)
-             .with_columns(found=pl.col("text").str.extract_many(numbers, overlapping=False))
-             .explode("found").filter(pl.col("found").is_not_null() & (pl.col("found") != ""))
-             .join(open_.select("number", "invoice_number", "customer_id", "owed"),
-                   left_on="found", right_on="number")
-             .join(customers.rename({"customer_id": "payer"}), on="debtor_iban", how="left")
-             # a number mistyped into another customer's invoice is not taken at its word:
-             # a known payer must be that invoice's customer, an unknown one must pay the
-             # named invoices' exact total
-             .filter(pl.col("payer").is_null() | (pl.col("payer") == pl.col("customer_id")))
-             .with_columns(named=pl.col("owed").sum().over("payment_key"))
-             .filter(pl.col("payer").is_not_null() | (pl.col("named") == pl.col("left")))
-             .select("payment_key", "invoice_number").unique())
-    settle(_allocate(named, pays.filter(pl.col("left") > 0), open_, "reference", pl.lit(1.0)))
+    # 1. the invoices the payment names; the payers this teaches are known for the second
+    #    round, where a known payer's partial payment of its own invoice is taken too
+    for _ in range(2):
+        granted = _named(pays.filter(pl.col("left") > 0), open_, customers)
+        customers = _learn(customers, granted, pays, open_)
+        settle(granted)
 
     # 2. a known payer, the exact amount of one open item
     payers = pays.filter(pl.col("left") > 0).join(customers, on="debtor_iban")
@@ -155,11 +204,12 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
                          pays, open_, "oldest_first", pl.lit(0.5)))
 
     allocations = pl.concat(done) if done else pl.DataFrame()
-    unallocated = pays.filter(pl.col("left") > 0).join(
+    returned = returned.rename({"key": "payment_key"})
+    unallocated = pl.concat([returned, pays.filter(pl.col("left") > 0).join(
         customers, on="debtor_iban", how="left").select(
         "payment_key", pl.col("left").alias("cents"),
         why=pl.when(pl.col("left") < pl.col("cents")).then(pl.lit("overpaid: the rest"))
         .when(pl.col("customer_id").is_null()).then(
             pl.lit("unknown payer, naming no invoices for exactly this amount"))
-        .otherwise(pl.lit("known payer, no item matches the amount")))
+        .otherwise(pl.lit("known payer, no item matches the amount")))])
     return Matching(allocations, unallocated)

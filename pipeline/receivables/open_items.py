@@ -101,19 +101,45 @@ class OpenItems:
                 .select("invoice_number", "customer_id", "cents", "due_date"))
 
     def unplaced_payments(self) -> pl.DataFrame:
-        """Credits with money not yet allocated, the rest as ``cents``."""
+        """Credits with money not yet allocated, and returns not yet applied, the rest as
+        ``cents`` (negative for a return)."""
         with self.engine.connect() as conn:
-            pays = _read(sa.select(payments).where(payments.c.kind == "credit"), conn,
+            pays = _read(sa.select(payments), conn,
                          key=pl.String(), cents=pl.Int64(), value_date=pl.Date(),
                          debtor_iban=pl.String(), creditor_reference=pl.String(),
-                         remittance=pl.String())
+                         remittance=pl.String(), end_to_end_id=pl.String())
             used = _read(sa.select(
                 allocations.c.payment_key.label("key"),
                 sa.func.sum(allocations.c.cents).label("used")).group_by(
                 allocations.c.payment_key), conn, key=pl.String(), used=pl.Int64())
         return (pays.join(used, on="key", how="left")
                 .with_columns(cents=pl.col("cents") - pl.col("used").fill_null(0))
-                .filter(pl.col("cents") > 0).drop("used"))
+                .filter(pl.col("cents") != 0).drop("used"))
+
+    def reverse_returned(self, unplaced: pl.DataFrame, at: datetime) -> int:
+        """A return of a credit already allocated takes the money back from the invoices it
+        paid: allocation rows of the return's key, negative, reopen them. Returns how many
+        returns were applied."""
+        returns = unplaced.filter((pl.col("cents") < 0) & pl.col("end_to_end_id").is_not_null())
+        if returns.is_empty():
+            return 0
+        with self.engine.connect() as conn:
+            credits = _read(sa.select(payments.c.key, payments.c.cents,
+                                      payments.c.end_to_end_id)
+                            .where(payments.c.kind == "credit"), conn, key=pl.String(),
+                            cents=pl.Int64(), end_to_end_id=pl.String())
+            paid = _read(sa.select(allocations.c.payment_key, allocations.c.invoice_number,
+                                   allocations.c.cents), conn, payment_key=pl.String(),
+                         invoice_number=pl.String(), cents=pl.Int64())
+        back = (returns.select(pl.col("key").alias("return_key"), "end_to_end_id",
+                               amount=-pl.col("cents"))
+                .join(credits, left_on=["end_to_end_id", "amount"],
+                      right_on=["end_to_end_id", "cents"])
+                .join(paid, left_on="key", right_on="payment_key"))
+        self.record([{"payment_key": r["return_key"], "invoice_number": r["invoice_number"],
+                      "cents": -r["cents"], "pass": "returned", "confidence": 1.0,
+                      "decided_by": "matching", "at": at} for r in back.iter_rows(named=True)])
+        return back["return_key"].n_unique()
 
     def known_ibans(self) -> pl.DataFrame:
         """The payers seen paying a customer: ``iban``, ``customer_id``."""
@@ -146,9 +172,10 @@ class MatchReport:
 def match_payments(journal: Journal, oldest_first: bool = False) -> MatchReport:
     """Match the payments not yet placed to the open items, and record the allocations."""
     book = OpenItems(journal)
+    now = datetime.now(UTC)
+    book.reverse_returned(book.unplaced_payments(), now)  # reopens what they had paid
     pays = book.unplaced_payments()
     result = match(pays, book.open(), book.known_ibans(), oldest_first)
-    now = datetime.now(UTC)
     book.record([{"payment_key": r["payment_key"], "invoice_number": r["invoice_number"],
                   "cents": r["cents"], "pass": r["pass"],
                   "confidence": r["confidence"], "decided_by": "matching", "at": now}
