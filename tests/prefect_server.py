@@ -53,12 +53,33 @@ def start_prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.25)
 
 
+class _RetryingTransport(httpx.BaseTransport):
+    """Retries what a busy server answers 429, 502 or 503 (its SQLite database locked under
+    load), as Prefect's own client and the UI do, instead of failing the test on it."""
+
+    def __init__(self, inner: httpx.BaseTransport, attempts: int = 6) -> None:
+        self.inner, self.attempts = inner, attempts
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.attempts):
+            response = self.inner.handle_request(request)
+            if response.status_code not in (429, 502, 503) or attempt == self.attempts - 1:
+                return response
+            response.close()
+            time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class PrefectApi:
     """The REST calls the UI makes, for tests."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, timeout=30)
+        self.http = httpx.Client(base_url=url, timeout=30,
+                                 transport=_RetryingTransport(httpx.HTTPTransport()))
 
     def deployment_id(self, flow: str, deployment: str, wait_s: float = 120) -> str:
         deadline = time.monotonic() + wait_s
