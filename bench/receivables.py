@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.ingest import load_extract
-from pipeline.receivables.aging import aged_balance, kpis, open_as_of
+from pipeline.receivables.aging import aged_balance, kpis, open_amounts, open_as_of
 from pipeline.receivables.camt import read_statement
 from pipeline.receivables.matching import match
 from pipeline.receivables.sample import TRUTH_FILE, generate_statements
@@ -61,13 +61,8 @@ def main() -> None:
     items = invoices.select(
         "invoice_number", "customer_id", "invoice_type", "issue_date", "due_date",
         (pl.col("total_gross") * 100).cast(pl.Int64).alias("cents"), "credited_invoice_number")
-    credits = items.filter(pl.col("invoice_type") == "credit_note").group_by(
-        "credited_invoice_number").agg(pl.col("cents").sum().alias("credited"))
-    open_items = (items.filter(pl.col("invoice_type") == "invoice")
-                  .join(credits, left_on="invoice_number", right_on="credited_invoice_number",
-                        how="left")
-                  .select("invoice_number", "customer_id", "due_date",
-                          cents=pl.col("cents") + pl.col("credited").fill_null(0)))
+    nothing = pl.DataFrame(schema={"invoice_number": pl.String(), "cents": pl.Int64()})
+    open_items = open_amounts(items, nothing)
     no_one = pl.DataFrame(schema={"iban": pl.String(), "customer_id": pl.String()})
 
     match_s, aging_s = [], []

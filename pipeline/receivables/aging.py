@@ -22,10 +22,27 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import polars as pl
 
-__all__ = ["BUCKETS", "open_as_of", "aged_balance", "dso_countback", "cei",
+__all__ = ["BUCKETS", "open_amounts", "open_as_of", "aged_balance", "dso_countback", "cei",
            "average_days_late", "Kpis", "kpis"]
 
 BUCKETS = ("not due", "1-30", "31-60", "61-90", "over 90")
+
+
+def open_amounts(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
+    """Invoices with money still owed: gross, less the credit notes that correct them, less
+    what was allocated to them (``invoice_number``, ``customer_id``, ``due_date``,
+    ``cents``)."""
+    credits = items.filter(pl.col("invoice_type") == "credit_note").group_by(
+        "credited_invoice_number").agg(pl.col("cents").sum().alias("credited"))
+    paid = allocations.group_by("invoice_number").agg(pl.col("cents").sum().alias("paid"))
+    return (items.filter(pl.col("invoice_type") == "invoice")
+            .join(credits, left_on="invoice_number", right_on="credited_invoice_number",
+                  how="left")
+            .join(paid, on="invoice_number", how="left")
+            .with_columns(cents=pl.col("cents") + pl.col("credited").fill_null(0)
+                          - pl.col("paid").fill_null(0))
+            .filter(pl.col("cents") > 0)
+            .select("invoice_number", "customer_id", "due_date", "cents"))
 
 
 def open_as_of(items: pl.DataFrame, allocations: pl.DataFrame, as_of: date) -> pl.DataFrame:
@@ -37,19 +54,8 @@ def open_as_of(items: pl.DataFrame, allocations: pl.DataFrame, as_of: date) -> p
             ``due_date``, ``cents`` (credit notes negative), ``credited_invoice_number``.
         allocations: ``invoice_number``, ``cents``, ``value_date`` (of the payment).
     """
-    issued = items.filter(pl.col("issue_date") <= as_of)
-    credits = issued.filter(pl.col("invoice_type") == "credit_note").group_by(
-        "credited_invoice_number").agg(pl.col("cents").sum().alias("credited"))
-    paid = allocations.filter(pl.col("value_date") <= as_of).group_by("invoice_number").agg(
-        pl.col("cents").sum().alias("paid"))
-    return (issued.filter(pl.col("invoice_type") == "invoice")
-            .join(credits, left_on="invoice_number", right_on="credited_invoice_number",
-                  how="left")
-            .join(paid, on="invoice_number", how="left")
-            .with_columns(cents=pl.col("cents") + pl.col("credited").fill_null(0)
-                          - pl.col("paid").fill_null(0))
-            .filter(pl.col("cents") > 0)
-            .select("invoice_number", "customer_id", "due_date", "cents"))
+    return open_amounts(items.filter(pl.col("issue_date") <= as_of),
+                        allocations.filter(pl.col("value_date") <= as_of))
 
 
 def aged_balance(open_items: pl.DataFrame, as_of: date) -> pl.DataFrame:

@@ -19,6 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from pipeline.journal import Journal
+from pipeline.receivables.aging import open_amounts
 from pipeline.receivables.matching import PASSES, match
 from pipeline.receivables.payments import PaymentBook, payments
 
@@ -86,19 +87,10 @@ class OpenItems:
                               due_date=pl.Date(), cents=pl.Int64(),
                               credited_invoice_number=pl.String())
             paid = _read(sa.select(
-                allocations.c.invoice_number, sa.func.sum(allocations.c.cents).label("paid"))
+                allocations.c.invoice_number, sa.func.sum(allocations.c.cents).label("cents"))
                 .group_by(allocations.c.invoice_number), conn, invoice_number=pl.String(),
-                paid=pl.Int64())
-        credits = all_items.filter(pl.col("invoice_type") == "credit_note").group_by(
-            "credited_invoice_number").agg(pl.col("cents").sum().alias("credited"))
-        return (all_items.filter(pl.col("invoice_type") == "invoice")
-                .join(credits, left_on="invoice_number", right_on="credited_invoice_number",
-                      how="left")
-                .join(paid, on="invoice_number", how="left")
-                .with_columns(cents=pl.col("cents") + pl.col("credited").fill_null(0)
-                              - pl.col("paid").fill_null(0))
-                .filter(pl.col("cents") > 0)
-                .select("invoice_number", "customer_id", "cents", "due_date"))
+                cents=pl.Int64())
+        return open_amounts(all_items, paid)
 
     def unplaced_payments(self) -> pl.DataFrame:
         """Credits with money not yet allocated, and returns not yet applied, the rest as
