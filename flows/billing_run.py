@@ -34,6 +34,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import State
@@ -177,11 +178,19 @@ def _relay_slot(ctx: RunContext) -> Any:
 
 
 def _create_relay_limit(settings: Settings) -> None:
-    """The limit must exist: a missing one is silently not enforced (strict raises)."""
+    """The limit must exist: a missing one is silently not enforced (strict raises).
+
+    Prefect's upsert reads then creates, so a second run starting at the same moment can
+    see its create refused with ObjectAlreadyExists; the limit then exists, and upserting
+    again only sets its size."""
     if _uses_relay(settings):
         with get_client(sync_client=True) as client:
-            client.upsert_global_concurrency_limit_by_name(SMTP_LIMIT,
-                                                           settings.smtp.parallel_batches)
+            try:
+                client.upsert_global_concurrency_limit_by_name(SMTP_LIMIT,
+                                                               settings.smtp.parallel_batches)
+            except ObjectAlreadyExists:
+                client.upsert_global_concurrency_limit_by_name(SMTP_LIMIT,
+                                                               settings.smtp.parallel_batches)
 
 
 def _outcome(future: Any, batch: Batch) -> BatchReport:

@@ -178,3 +178,37 @@ def test_two_machines_sharing_a_postgresql_journal_deliver_every_invoice_once(
         assert len(found) == sum(s["sent"] + s["written"] for _, _, s in results)
     finally:
         smtp.stop()
+
+
+def test_two_runs_creating_the_relay_limit_at_once_both_go_on(
+        prefect_api: PrefectApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's upsert reads, then creates: a run whose read came before another run's
+    create gets ObjectAlreadyExists (seen in CI with two runs started together)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.billing_run import SMTP_LIMIT, _create_relay_limit
+
+    read = SyncPrefectClient.read_global_concurrency_limit_by_name
+    raced: list[str] = []
+
+    def read_before_the_other_run_creates(self: SyncPrefectClient, name: str):
+        if not raced:  # the other run creates the limit just after this run's read
+            raced.append(name)
+            self.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name,
+                                                                              limit=1))
+            raise ObjectNotFound(http_exc=Exception(name))
+        return read(self, name)
+
+    monkeypatch.setattr(SyncPrefectClient, "read_global_concurrency_limit_by_name",
+                        read_before_the_other_run_creates)
+    settings = Settings(home=tmp_path / "home",
+                        smtp={"host": "127.0.0.1", "parallel_batches": 3})
+    with temporary_settings({PREFECT_API_URL: prefect_api.url}):
+        _create_relay_limit(settings)
+    assert raced == [SMTP_LIMIT]
+    reply = prefect_api.http.get(f"/v2/concurrency_limits/{SMTP_LIMIT}")
+    reply.raise_for_status()
+    assert reply.json()["limit"] == 3
