@@ -28,6 +28,7 @@ from pipeline.ingest import load_extract
 from pipeline.receivables.aging import aged_balance, kpis, open_amounts, open_as_of
 from pipeline.receivables.camt import read_statement
 from pipeline.receivables.matching import match
+from pipeline.receivables.open_items import item_rows
 from pipeline.receivables.sample import TRUTH_FILE, generate_statements
 from pipeline.sample import generate_extract
 
@@ -58,9 +59,7 @@ def main() -> None:
     print(f"generated and read {payments.height} payments in "
           f"{time.perf_counter() - start:.1f} s", flush=True)
     invoices = load_extract(work / "extract").invoices
-    items = invoices.select(
-        "invoice_number", "customer_id", "invoice_type", "issue_date", "due_date",
-        (pl.col("total_gross") * 100).cast(pl.Int64).alias("cents"), "credited_invoice_number")
+    items = item_rows(invoices)
     nothing = pl.DataFrame(schema={"invoice_number": pl.String(), "cents": pl.Int64()})
     open_items = open_amounts(items, nothing)
     no_one = pl.DataFrame(schema={"iban": pl.String(), "customer_id": pl.String()})

@@ -26,7 +26,8 @@ from pipeline.schemas import CHANNELS
 __all__ = ["Settings", "SellerSettings", "RenderSettings", "ArchiveSettings", "LedgerSettings",
            "IngestSettings", "ValidationSettings", "Tolerance", "Limits", "FORMAT_MAX_AMOUNT",
            "PROJECT_ROOT", "DEFAULT_CONFIG", "SHARED_DIR", "EdiSettings", "SmtpSettings",
-           "SftpPartner", "DeliverySettings"]
+           "SftpPartner", "DeliverySettings", "ReceivablesSettings", "DunningLevel",
+           "DunningSettings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
@@ -336,6 +337,64 @@ class PlatformSettings(BaseModel):
         return bool(self.url)
 
 
+class DunningLevel(BaseModel):
+    """One step of the dunning policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["reminder", "firm_reminder", "formal_notice"] = Field(
+        description="The letter's template (templates/dunning/<lang>/<name>.html).")
+    days: int = Field(ge=1, le=3650, description="Days past the due date that start it.")
+    channel: Literal["email", "print"] = Field(
+        description="How it goes out: email, or print (a letter by post).")
+
+
+class DunningSettings(BaseModel):
+    """Who gets which reminder when (the French "relance" policy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    levels: list[DunningLevel] = Field(default_factory=lambda: [
+        DunningLevel(name="reminder", days=7, channel="email"),
+        DunningLevel(name="firm_reminder", days=20, channel="email"),
+        DunningLevel(name="formal_notice", days=45, channel="print")],
+        description="In order of days; an invoice gets each level once.")
+    minimum_amount: Decimal = Field(
+        default=Decimal("50.00"), ge=0,
+        description="A customer owing less than this past due gets no letter (EUR).")
+    excluded_customers: list[str] = Field(
+        default_factory=list, description="Customers never dunned (public bodies, key "
+                                          "accounts handled by hand).")
+    late_interest_rate: Decimal = Field(
+        default=Decimal("12.15"), ge=0, le=100,
+        description="Late-payment interest, percent a year, counted pro rata temporis on "
+                    "the days late (in France: the ECB refinancing rate plus 10 points).")
+
+    @field_validator("levels")
+    @classmethod
+    def _ordered(cls, levels: list[DunningLevel]) -> list[DunningLevel]:
+        if not levels:
+            raise ValueError("at least one level")
+        days = [level.days for level in levels]
+        if days != sorted(set(days)):
+            raise ValueError(f"levels must have increasing days, not {days}")
+        return levels
+
+
+class ReceivablesSettings(BaseModel):
+    """Matching payments and following up what is owed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    oldest_first: bool = Field(
+        default=False, description="Give a known payer's unplaced money to its earliest due "
+                                   "invoices (the last, least certain matching pass).")
+    statement_day: int = Field(
+        default=1, ge=1, le=28,
+        description="Day of the month the customer statements of the month before go out.")
+    dunning: DunningSettings = DunningSettings()
+
+
 class LedgerSettings(BaseModel):
     """The delivery ledger database; unset means SQLite in the home directory."""
 
@@ -363,6 +422,7 @@ class Settings(BaseSettings):
                                          description="SFTP drops by partner (GLN or name).")
     delivery: DeliverySettings = DeliverySettings()
     pa: PlatformSettings = PlatformSettings()
+    receivables: ReceivablesSettings = ReceivablesSettings()
 
     @field_validator("home")
     @classmethod

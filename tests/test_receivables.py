@@ -173,7 +173,7 @@ def test_open_items_are_matched_and_a_person_places_the_rest(tmp_path: Path) -> 
     import_statements([BY_HAND], journal)
     rows = [("FA2026-000123", "C1", "1234.56"), ("FA2026-000124", "C2", "400.00"),
             ("FA2026-000125", "C2", "600.00"), ("FA2026-000130", "C3", "2000.00"),
-            ("FA2026-000131", "C4", "500.00"), ("AV2026-000001", "C4", "-200.00")]
+            ("FA2026-000131", "C4", "500.00"), ("AV2026-000001", "C4", "200.00")]
     index = pl.DataFrame({
         "invoice_number": [r[0] for r in rows], "customer_id": [r[1] for r in rows],
         "invoice_type": ["credit_note" if r[0].startswith("AV") else "invoice" for r in rows],

@@ -23,7 +23,7 @@ from pipeline.receivables.aging import open_amounts
 from pipeline.receivables.matching import PASSES, match
 from pipeline.receivables.payments import PaymentBook, payments
 
-__all__ = ["OpenItems", "MatchReport", "match_payments", "allocate"]
+__all__ = ["OpenItems", "MatchReport", "match_payments", "allocate", "item_rows"]
 
 _metadata = sa.MetaData()
 items = sa.Table(
@@ -50,6 +50,19 @@ allocations = sa.Table(
 )
 
 
+def item_rows(invoices: pl.DataFrame) -> pl.DataFrame:
+    """Invoices and credit notes as items, their gross in signed cents.
+
+    The extract gives a credit note's total as the positive amount it credits (as EN 16931
+    does); as an item it takes that amount off what the customer owes, so it is negative.
+    """
+    cents = (pl.col("total_gross") * 100).cast(pl.Int64)
+    return invoices.select(
+        "invoice_number", "customer_id", "invoice_type", "issue_date", "due_date",
+        pl.when(pl.col("invoice_type") == "credit_note").then(-cents).otherwise(cents)
+        .alias("cents"), "currency", "credited_invoice_number")
+
+
 def _read(query: sa.Select[Any], conn: sa.Connection, **types: pl.DataType) -> pl.DataFrame:
     """A query's rows, typed even when there are none (an empty result has no types)."""
     frame = pl.read_database(query, conn, schema_overrides=types)
@@ -67,10 +80,7 @@ class OpenItems:
 
     def refresh(self, index: pl.DataFrame) -> int:
         """Add the delivered invoices and credit notes not yet items; returns how many."""
-        delivered = index.unique("invoice_number").select(
-            "invoice_number", "customer_id", "invoice_type", "issue_date", "due_date",
-            (pl.col("total_gross") * 100).cast(pl.Int64).alias("cents"), "currency",
-            "credited_invoice_number")
+        delivered = item_rows(index.unique("invoice_number"))
         with self.engine.begin() as conn:
             known = {n for (n,) in conn.execute(sa.select(items.c.invoice_number))}
             new = delivered.filter(~pl.col("invoice_number").is_in(sorted(known))).to_dicts()
