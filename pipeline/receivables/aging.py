@@ -22,16 +22,15 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import polars as pl
 
-__all__ = ["BUCKETS", "open_amounts", "open_as_of", "aged_balance", "dso_countback", "cei",
-           "average_days_late", "Kpis", "kpis"]
+__all__ = ["BUCKETS", "open_amounts", "paid_in_full", "open_as_of", "aged_balance",
+           "dso_countback", "cei", "average_days_late", "Kpis", "kpis"]
 
 BUCKETS = ("not due", "1-30", "31-60", "61-90", "over 90")
 
 
-def open_amounts(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
-    """Invoices with money still owed: gross, less the credit notes that correct them, less
-    what was allocated to them (``invoice_number``, ``customer_id``, ``due_date``,
-    ``cents``)."""
+def _balances(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
+    """Each invoice with ``cents`` still owed (gross, less the credit notes that correct
+    it, less what was allocated to it) and ``paid`` (what was allocated)."""
     credits = items.filter(pl.col("invoice_type") == "credit_note").group_by(
         "credited_invoice_number").agg(pl.col("cents").sum().alias("credited"))
     paid = allocations.group_by("invoice_number").agg(pl.col("cents").sum().alias("paid"))
@@ -39,10 +38,24 @@ def open_amounts(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame
             .join(credits, left_on="invoice_number", right_on="credited_invoice_number",
                   how="left")
             .join(paid, on="invoice_number", how="left")
+            .with_columns(paid=pl.col("paid").fill_null(0))
             .with_columns(cents=pl.col("cents") + pl.col("credited").fill_null(0)
-                          - pl.col("paid").fill_null(0))
-            .filter(pl.col("cents") > 0)
+                          - pl.col("paid")))
+
+
+def open_amounts(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
+    """Invoices with money still owed: gross, less the credit notes that correct them, less
+    what was allocated to them (``invoice_number``, ``customer_id``, ``due_date``,
+    ``cents``)."""
+    return (_balances(items, allocations).filter(pl.col("cents") > 0)
             .select("invoice_number", "customer_id", "due_date", "cents"))
+
+
+def paid_in_full(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
+    """Invoices that payments (not credit notes alone) have settled: ``invoice_number``,
+    ``customer_id``, ``cents`` (what was received for them)."""
+    return (_balances(items, allocations).filter((pl.col("cents") <= 0) & (pl.col("paid") > 0))
+            .select("invoice_number", "customer_id", pl.col("paid").alias("cents")))
 
 
 def open_as_of(items: pl.DataFrame, allocations: pl.DataFrame, as_of: date) -> pl.DataFrame:

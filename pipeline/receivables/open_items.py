@@ -102,6 +102,25 @@ class OpenItems:
                 cents=pl.Int64())
         return open_amounts(all_items, paid)
 
+    def items(self) -> pl.DataFrame:
+        """Every item, as ``item_rows`` makes them (credit notes negative)."""
+        with self.engine.connect() as conn:
+            return _read(sa.select(items), conn, invoice_number=pl.String(),
+                         customer_id=pl.String(), invoice_type=pl.String(),
+                         issue_date=pl.Date(), due_date=pl.Date(), cents=pl.Int64(),
+                         currency=pl.String(), credited_invoice_number=pl.String())
+
+    def allocations(self) -> pl.DataFrame:
+        """Every allocation with the value date of its payment: ``payment_key``,
+        ``invoice_number``, ``cents``, ``value_date`` (what aging as of a date needs)."""
+        with self.engine.connect() as conn:
+            return _read(sa.select(allocations.c.payment_key, allocations.c.invoice_number,
+                                   allocations.c.cents, payments.c.value_date)
+                         .join_from(allocations, payments,
+                                    payments.c.key == allocations.c.payment_key),
+                         conn, payment_key=pl.String(), invoice_number=pl.String(),
+                         cents=pl.Int64(), value_date=pl.Date())
+
     def unplaced_payments(self) -> pl.DataFrame:
         """Credits with money not yet allocated, and returns not yet applied, the rest as
         ``cents`` (negative for a return)."""
