@@ -190,13 +190,22 @@ class MatchReport:
     unallocated: pl.DataFrame
 
 
-def match_payments(journal: Journal, oldest_first: bool = False) -> MatchReport:
-    """Match the payments not yet placed to the open items, and record the allocations."""
+def match_payments(journal: Journal, oldest_first: bool = False,
+                   customer_names: pl.DataFrame | None = None) -> MatchReport:
+    """Match the payments not yet placed to the open items, and record the allocations.
+
+    Args:
+        journal: the ledger.
+        oldest_first: allow matching's last pass.
+        customer_names: ``customer_id``, ``name``: a payer without a known IBAN is known
+            by its name (the statement's debtor name, kept with each payment).
+    """
     book = OpenItems(journal)
     now = datetime.now(UTC)
     book.reverse_returned(book.unplaced_payments(), now)  # reopens what they had paid
-    pays = book.unplaced_payments()
-    result = match(pays, book.open(), book.known_ibans(), oldest_first)
+    pays = book.unplaced_payments()  # with debtor_name
+    result = match(pays, book.open(), book.known_ibans(), oldest_first,
+                   customer_names=customer_names, issued=book.items())
     book.record([{"payment_key": r["payment_key"], "invoice_number": r["invoice_number"],
                   "cents": r["cents"], "pass": r["pass"],
                   "confidence": r["confidence"], "decided_by": "matching", "at": now}
