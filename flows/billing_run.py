@@ -206,7 +206,7 @@ def _outcome(future: Any, batch: Batch) -> BatchReport:
         return report
 
 
-def _scheduled_day() -> date:
+def scheduled_day() -> date:
     """The day the run was scheduled for, in Paris: a Retry on Monday of Friday night's
     run bills Friday's extract, not Monday's."""
     scheduled = flow_run.scheduled_start_time
@@ -269,7 +269,7 @@ def nightly_billing(extract_dir: str, home: str | None = None, run_date: date | 
             artifacts and the reports are written first.
     """
     started = time.perf_counter()
-    day = run_date or _scheduled_day()
+    day = run_date or scheduled_day()
     source = extract_dir.format(run_date=day.isoformat())
     settings = _settings(home)
     logger = get_run_logger()

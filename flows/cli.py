@@ -19,7 +19,7 @@ import re
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -349,8 +349,9 @@ def ar_import(statements: Annotated[list[Path], typer.Argument(
 
 
 @ar_app.command("match")
-def ar_match(oldest_first: Annotated[bool, typer.Option(
-        help="Also give a known payer's unplaced money to its earliest due items.")] = False,
+def ar_match(oldest_first: Annotated[bool | None, typer.Option(
+        help="Also give a known payer's unplaced money to its earliest due items (default: "
+             "[receivables] oldest_first).")] = None,
              home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
     """Match the payments not yet placed to the open items (every delivered invoice), in
     passes of decreasing certainty; prints the payments each pass placed and lists what no
@@ -366,7 +367,8 @@ def ar_match(oldest_first: Annotated[bool, typer.Option(
         check_settings(settings)
         journal = Journal(settings.ledger_url)
         added = OpenItems(journal).refresh(read_index(open_storage(settings)))
-        report = match_payments(journal, oldest_first)
+        report = match_payments(journal, settings.receivables.oldest_first
+                                if oldest_first is None else oldest_first)
     Console().print(f"{added} new open items; {report.payments} payments to place: "
                     + ", ".join(f"{name} {n}" for name, n in report.by_pass.items())
                     + f"; {report.unallocated.height} left for a person")
@@ -395,6 +397,138 @@ def ar_allocate(payment: Annotated[str, typer.Argument(help="Payment key (ar mat
             raise typer.BadParameter(str(exc)) from None
     for number, amount in granted:
         Console().print(f"{payment}: {amount} to {number}")
+
+
+@ar_app.command("daily")
+def ar_daily(extract_dir: Annotated[Path, typer.Argument(
+        help="The ERP extract whose customers the letters go to.")],
+             statements: Annotated[Path | None, typer.Option(
+                 help="camt.053 file, or folder of them, to import first.")] = None,
+             run_date: Annotated[datetime | None, typer.Option(
+                 "--date", formats=["%Y-%m-%d"],
+                 help="The day the run is for (default today).")] = None,
+             home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """Run the receivables-daily flow: import, match, 212 Encaissée, dunning, statements
+    (on the statement day), aging report."""
+    from pipeline.preflight import check_settings, load_settings
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings)
+        _prepare_prefect(settings.home, verbose)
+        from flows.receivables_daily import receivables_daily
+
+        if not verbose:
+            _quiet_console_logging()
+        result = receivables_daily(str(extract_dir), str(settings.home),
+                                   str(statements) if statements else None,
+                                   run_date.date() if run_date else None)
+    match, dunning, monthly = result["match"], result["dunning"], result["statements"]
+    console.print(f"{result['run_date']}: {result['import']['added']} payments imported; "
+                  + ", ".join(f"{k} {v}" for k, v in match["by_pass"].items())
+                  + f"; {match['for_a_person']} left for a person")
+    console.print(f"212 Encaissée deposited: {result['collected'].get('deposited', 0)}; "
+                  f"reminders: {dunning['planned']} planned, {dunning['sent']} sent, "
+                  f"{dunning['written']} written; statements: {monthly.get('planned', 0)} "
+                  f"planned, {monthly.get('sent', 0)} sent, {monthly.get('written', 0)} written")
+    problems = {**result["collected"].get("failed", {}), **dunning["failed"],
+                **dunning["in_doubt"], **monthly.get("failed", {}), **monthly.get("in_doubt", {})}
+    for what, why in problems.items():
+        error(f"{what}: {why}")
+    console.print(f"aging report: {result['aging']['html']}")
+    raise typer.Exit(ExitCode.SOME_FAILED if problems else ExitCode.OK)
+
+
+@ar_app.command("aging")
+def ar_aging(as_of: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], help="The day to age as of (default today).")] = None,
+             extract_dir: Annotated[Path | None, typer.Option(
+                 "--extract", help="An extract whose customers table names the customers.")
+             ] = None,
+             out: Annotated[Path | None, typer.Option(
+                 help="Folder for aging.parquet and aging.html (default "
+                      "<home>/receivables/<date>).")] = None,
+             home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """Aged balance per customer (not due, 1-30, 31-60, 61-90, over 90 days), DSO, CEI,
+    average days late and disputed amount: printed, and written as Parquet and HTML."""
+    import polars as pl
+    from rich.text import Text
+
+    from pipeline.ingest import load_extract
+    from pipeline.journal import Journal
+    from pipeline.preflight import check_settings, load_settings
+    from pipeline.receivables.aging_report import build_aging_report, write_aging_report
+    from pipeline.receivables.disputes import Disputes
+    from pipeline.receivables.open_items import OpenItems
+    from pipeline.render.templates import make_environment
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings, writing=False)
+        journal = Journal(settings.ledger_url)
+        book = OpenItems(journal)
+        day = as_of.date() if as_of else date.today()
+        names: pl.DataFrame | dict[str, str] = (
+            load_extract(extract_dir).customers if extract_dir else {})
+        report = build_aging_report(book.items(), book.allocations(), day, names,
+                                    set(Disputes(journal).current()))
+        paths = write_aging_report(report, out or settings.home / "receivables" / day.isoformat(),
+                                   make_environment(settings.render.templates_dir))
+    rows = report.as_table()
+    table = Table(title=f"Aged balance as of {day} (EUR)")
+    for column in rows[0] if rows else ["customer"]:
+        table.add_column(column, justify="left" if column in ("customer", "name") else "right")
+    for row in rows:  # customer names are data, never rich markup
+        table.add_row(*(Text(value) for value in row.values()))
+    Console().print(table)
+    figures = report.as_dict()
+    console.print(f"DSO {figures['dso_days']} days, CEI {figures['cei_percent']} %, "
+                  f"{figures['average_days_late']} days late on average, disputed "
+                  f"{figures['disputed']} EUR")
+    console.print(f"written: {paths['parquet']} and {paths['html']}")
+
+
+@ar_app.command("dispute")
+def ar_dispute(number: Annotated[str, typer.Argument(help="Invoice number.")],
+               reason: Annotated[str, typer.Option(help="Why it is disputed.")],
+               home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """Put an invoice in dispute: no reminder goes out for it until it is lifted."""
+    _decide(number, True, reason, home, verbose)
+
+
+@ar_app.command("undispute")
+def ar_undispute(number: Annotated[str, typer.Argument(help="Invoice number.")],
+                 reason: Annotated[str, typer.Option(help="How it was settled.")] = "",
+                 home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+    """Lift a dispute (a person's, or a platform's 207 / 210): reminders resume."""
+    _decide(number, False, reason, home, verbose)
+
+
+def _decide(number: str, disputed: bool, reason: str, home: Path, verbose: bool) -> None:
+    import getpass
+
+    import polars as pl
+
+    from pipeline.journal import Journal
+    from pipeline.preflight import check_settings, load_settings
+    from pipeline.receivables.disputes import Disputes
+    from pipeline.receivables.open_items import OpenItems
+
+    with reported(verbose):
+        settings = load_settings(home=home)
+        check_settings(settings)
+        journal = Journal(settings.ledger_url)
+        if OpenItems(journal).items().filter(pl.col("invoice_number") == number).is_empty():
+            raise typer.BadParameter(f"{number} is not a delivered invoice (ar match adds "
+                                     "delivered invoices to the open items)")
+        book = Disputes(journal)
+        try:
+            book.decide(number, disputed, reason, getpass.getuser())
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        now = book.current([number]).get(number)
+    console.print(f"{number}: " + (f"disputed ({now.reason}, by {now.source})" if now
+                                   else "not disputed"))
 
 
 pa_app = typer.Typer(no_args_is_help=True,

@@ -20,11 +20,12 @@ import email.errors
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from typing import Protocol
 
 import jinja2
 
@@ -37,7 +38,8 @@ from pipeline.errors import PipelineError
 from pipeline.render.templates import render_template
 from pipeline.settings import SellerSettings, SmtpSettings
 
-__all__ = ["EmailFormatter", "build", "build_message", "Built", "XML_NAME"]
+__all__ = ["EmailFormatter", "build", "build_letter", "build_message", "Built", "XML_NAME",
+           "LetterEnvelope"]
 
 XML_NAME = "factur-x.xml"
 # Every part is 7-bit (quoted-printable or base64 bodies, RFC 2047 headers): any relay takes it.
@@ -69,6 +71,19 @@ def _unique(addresses: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen.values())
 
 
+class LetterEnvelope(Protocol):
+    """Who a letter goes to, and what it is called in their language."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Built:
     """A message and its envelope recipients (To, then Cc, then Bcc, each once)."""
@@ -77,6 +92,26 @@ class Built:
     recipients: tuple[str, ...]
     addressees: tuple[str, ...]
     """The To recipients: the message is delivered only if one of them accepts it."""
+
+
+def _copies(smtp: SmtpSettings) -> tuple[list[Address], list[Address]]:
+    return [_address(a) for a in smtp.cc], [_address(smtp.bcc)] if smtp.bcc else []
+
+
+def _envelope(to: list[Address], cc: list[Address],
+              bcc: list[Address]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The envelope recipients (To, Cc, Bcc, each once) and the addressees (To)."""
+    return (_unique(a.addr_spec for a in (*to, *cc, *bcc)),
+            _unique(a.addr_spec for a in to))
+
+
+def _to(addresses: str, display_name: str, what: str) -> list[Address]:
+    if not addresses or not addresses.strip():
+        raise ValueError(f"{what}: no email address")
+    if any(c in addresses for c in "\r\n"):
+        raise ValueError(f"{what}: unusable email address {addresses!r}")
+    name = _single_line(display_name)
+    return [_address(a, name) for a in addresses.split(",")]
 
 
 def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
@@ -96,14 +131,8 @@ def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
     """
     smtp = smtp or SmtpSettings()
     doc = item.doc
-    if not doc.email or not doc.email.strip():
-        raise ValueError(f"invoice {doc.number}: no email address")
-    if any(c in doc.email for c in "\r\n"):
-        raise ValueError(f"invoice {doc.number}: unusable email address {doc.email!r}")
-    name = _single_line(doc.buyer.name)
-    to = [_address(a, name) for a in doc.email.split(",")]
-    cc = [_address(a) for a in smtp.cc]
-    bcc = [_address(smtp.bcc)] if smtp.bcc else []
+    to = _to(doc.email or "", doc.buyer.name, f"invoice {doc.number}")
+    cc, bcc = _copies(smtp)
 
     lang = language(doc.language)
     context = {"doc": doc, "lang": lang}
@@ -134,8 +163,44 @@ def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
     # "=_" cannot occur in quoted-printable or base64 bodies, so these fixed boundaries are
     # safe; neither is a prefix of the other ("_alt_" is not hex).
     message.set_boundary(f"=_{keys.digest(doc.number, item.sha256)[:32]}")
-    recipients = _unique(a.addr_spec for a in (*to, *cc, *bcc))
-    return Built(message.as_bytes(), recipients, _unique(a.addr_spec for a in to))
+    return Built(message.as_bytes(), *_envelope(to, cc, bcc))
+
+
+def build_letter(letter_id: str, kind: str, day: date, envelope: LetterEnvelope, pdf: bytes,
+                 sha256: str, seller: SellerSettings, env: jinja2.Environment,
+                 smtp: SmtpSettings | None = None) -> Built:
+    """The message carrying a letter (a dunning letter, a statement) as a PDF: the words
+    from ``emails/<lang>/letter_subject.txt`` and ``letter_body.txt``/``.html``, the same
+    copies as invoices (the AR mailbox sees its reminders go out), deterministic like them.
+
+    Raises:
+        ValueError: an address is unusable.
+        PipelineError: a template cannot be rendered.
+    """
+    smtp = smtp or SmtpSettings()
+    to = _to(envelope.email or "", envelope.name, f"letter {letter_id}")
+    cc, bcc = _copies(smtp)
+    lang = language(envelope.language)
+    context = {"letter": {"id": letter_id, "kind": kind, "title": envelope.title,
+                          "day": day, "customer": envelope.name},
+               "seller": {"name": seller.legal_name}, "lang": lang}
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = _address(seller.email, _single_line(seller.legal_name))
+    message["To"] = to
+    if cc:
+        message["Cc"] = cc
+    message["Subject"] = _single_line(render_template(
+        env, f"emails/{lang}/letter_subject.txt", **context))
+    message["Date"] = format_datetime(datetime.combine(day, time(6, 0), UTC))
+    message["Message-ID"] = keys.message_id(letter_id, sha256, seller.email.rpartition("@")[2])
+    message.set_content(render_template(env, f"emails/{lang}/letter_body.txt", **context))
+    message.add_alternative(render_template(env, f"emails/{lang}/letter_body.html", **context),
+                            subtype="html")
+    message.set_boundary(f"=_alt_{keys.digest(letter_id, sha256, 'alt')[:32]}")
+    message.add_attachment(pdf, maintype="application", subtype="pdf",
+                           filename=f"{keys.safe_component(letter_id)}.pdf")
+    message.set_boundary(f"=_{keys.digest(letter_id, sha256)[:32]}")
+    return Built(message.as_bytes(), *_envelope(to, cc, bcc))
 
 
 def build_message(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,

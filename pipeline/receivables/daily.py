@@ -1,0 +1,216 @@
+"""The receivables day, step by step: what the ``receivables-daily`` flow runs.
+
+Each step is a function of a ``Day`` (settings, ledger, archive, run id, date) and returns
+plain counts, so the flow stays a thin sequence of tasks and every step can run again:
+importing a statement twice adds nothing, matching places only what is unplaced, a 212 and
+a letter go out once (the journal), a reminder level is recorded once per invoice (the
+``dunning_records`` key), and a statement once per customer and month (its letter id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from secrets import token_hex
+from typing import Any
+
+import polars as pl
+
+from pipeline.archive import read_index
+from pipeline.channels.base import make_transports
+from pipeline.ingest import load_extract
+from pipeline.journal import Journal
+from pipeline.platform import client_for
+from pipeline.receivables.aging import paid_in_full
+from pipeline.receivables.aging_report import build_aging_report, write_aging_report
+from pipeline.receivables.collected import send_collected
+from pipeline.receivables.correspondence import (
+    Envelope,
+    LetterBook,
+    LetterReport,
+    PlannedLetter,
+    deliver_letters,
+)
+from pipeline.receivables.disputes import Disputes
+from pipeline.receivables.dunning import DunningLetter, plan_dunning
+from pipeline.receivables.letters import Recipient, render_letter
+from pipeline.receivables.open_items import OpenItems, match_payments
+from pipeline.receivables.payments import import_statements
+from pipeline.receivables.statements import CustomerStatement, statements_for
+from pipeline.render.templates import make_environment
+from pipeline.settings import Settings
+from pipeline.storage import open_storage
+from pipeline.storage.base import Storage
+
+__all__ = ["Day", "import_step", "match_step", "collected_step", "aging_step",
+           "dunning_step", "statements_step", "TITLES", "previous_month", "new_run_id"]
+
+# What each letter is called in the message that carries it, per language.
+TITLES = {
+    "fr": {"reminder": "Relance", "firm_reminder": "Second rappel",
+           "formal_notice": "Mise en demeure de payer", "statement": "Relevé de compte"},
+    "en": {"reminder": "Payment reminder", "firm_reminder": "Second reminder",
+           "formal_notice": "Formal notice to pay", "statement": "Statement of account"},
+    "de": {"reminder": "Zahlungserinnerung", "firm_reminder": "Zweite Mahnung",
+           "formal_notice": "Letzte Mahnung", "statement": "Kontoauszug"},
+}
+
+
+@dataclass
+class Day:
+    """One receivables run: what every step needs."""
+
+    settings: Settings
+    run_date: date
+    run_id: str
+    extract_dir: Path
+    """The ERP extract whose ``customers`` table addresses the letters."""
+    journal: Journal = field(init=False)
+    storage: Storage = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.journal = Journal(self.settings.ledger_url)
+        self.storage = open_storage(self.settings)
+
+    def reports_dir(self) -> Path:
+        """Where this day's reports go: ``<home>/receivables/<date>``."""
+        folder = self.settings.home / "receivables" / self.run_date.isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def new_run_id() -> str:
+    """A run id of its own kind, so the journal tells receivables runs from billing runs."""
+    return f"ar-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{token_hex(3)}"
+
+
+def previous_month(day: date) -> date:
+    """The first day of the month before ``day``'s."""
+    return (day.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+def import_step(day: Day, statements: Sequence[Path]) -> dict[str, int]:
+    """Load the statements' payments (those already imported add nothing)."""
+    if not statements:
+        return {"files": 0, "added": 0, "already": 0}
+    report = import_statements(statements, day.journal)
+    return {"files": report.files, "added": report.added, "already": report.already}
+
+
+def match_step(day: Day) -> dict[str, Any]:
+    """New delivered invoices become open items; unplaced payments are matched."""
+    book = OpenItems(day.journal)
+    added = book.refresh(read_index(day.storage))
+    report = match_payments(day.journal, day.settings.receivables.oldest_first)
+    return {"new_items": added, "payments": report.payments, "by_pass": report.by_pass,
+            "for_a_person": report.unallocated.height}
+
+
+def collected_step(day: Day) -> dict[str, Any]:
+    """212 Encaissée for the services invoices paid in full, when a platform is set."""
+    if not day.settings.pa.configured:
+        return {"deposited": 0, "skipped": "no platform configured"}
+    book = OpenItems(day.journal)
+    paid = paid_in_full(book.items(), book.allocations())
+    with client_for(day.settings.pa) as client:
+        report = send_collected(paid, read_index(day.storage), day.storage, day.journal,
+                                day.settings, client, day.run_id)
+    return {"deposited": len(report.deposited), "already": report.already,
+            "not_due": report.not_due, "failed": report.failed, "in_doubt": report.in_doubt}
+
+
+def aging_step(day: Day) -> dict[str, Any]:
+    """The aged balance and KPIs as of the run date: Parquet and HTML in the reports."""
+    book = OpenItems(day.journal)
+    items = book.items()
+    customers = _customers(day)
+    disputed = set(Disputes(day.journal).current())
+    report = build_aging_report(items, book.allocations(), day.run_date, customers, disputed)
+    paths = write_aging_report(report, day.reports_dir(),
+                               make_environment(day.settings.render.templates_dir))
+    return {**report.as_dict(), **{name: str(path) for name, path in paths.items()},
+            "markdown": report.as_markdown()}
+
+
+def _customers(day: Day) -> pl.DataFrame:
+    return load_extract(day.extract_dir).customers
+
+
+def _recipients(day: Day) -> dict[str, tuple[Recipient, str | None]]:
+    """Each customer's address for letters, and email address."""
+    return {row["customer_id"]: (Recipient.from_row(row), row.get("email"))
+            for row in _customers(day).iter_rows(named=True)}
+
+
+def _deliver(day: Day, planned: list[PlannedLetter]) -> LetterReport:
+    """Render and deliver planned letters not yet delivered."""
+    recipients = _recipients(day)
+
+    def render(letter: PlannedLetter) -> tuple[Envelope, bytes]:
+        document: DunningLetter | CustomerStatement = (
+            DunningLetter.from_dict(letter.payload) if letter.kind == "dunning"
+            else CustomerStatement.from_dict(letter.payload))
+        if letter.customer_id not in recipients:
+            raise ValueError(f"customer {letter.customer_id} is not in the extract's "
+                             "customers table: no address to write to")
+        recipient, email = recipients[letter.customer_id]
+        lang = recipient.language if recipient.language in TITLES else "fr"
+        title = TITLES[lang][document.level_name if isinstance(document, DunningLetter)
+                             else "statement"]
+        return (Envelope(recipient.party.name, email, lang, title),
+                render_letter(document, recipient, day.settings))
+
+    transports = make_transports(day.settings)
+    try:
+        return deliver_letters(planned, render, day.settings, day.journal, day.storage,
+                               transports, make_environment(day.settings.render.templates_dir),
+                               day.run_id)
+    finally:
+        for transport in transports.values():
+            transport.close()
+
+
+def _counts(planned: int, report: LetterReport) -> dict[str, Any]:
+    return {"planned": planned, "delivered": len(report.delivered),
+            "sent": sum(o == "sent" for o in report.delivered.values()),
+            "written": sum(o == "written" for o in report.delivered.values()),
+            "already": len(report.already), "failed": report.failed,
+            "in_doubt": report.in_doubt}
+
+
+def dunning_step(day: Day) -> dict[str, Any]:
+    """Plan the day's reminders (each level once per invoice), then deliver every
+    reminder not yet delivered, today's and those a stopped run left."""
+    book = OpenItems(day.journal)
+    letters = LetterBook(day.journal)
+    sent = pl.DataFrame(letters.sent_levels(), schema={"invoice_number": pl.String(),
+                                                       "level": pl.Int64()}, orient="row")
+    items = book.items()
+    open_ = book.open().join(items.select("invoice_number", "issue_date", "currency"),
+                             on="invoice_number")
+    planned = 0
+    for letter in plan_dunning(open_, day.settings.receivables.dunning, day.run_date, sent,
+                               set(Disputes(day.journal).current()),
+                               day.settings.seller.recovery_indemnity):
+        planned += letters.plan(PlannedLetter(letter.letter_id, "dunning", letter.customer_id,
+                                              letter.channel, letter.run_date,
+                                              letter.to_dict()), letter.records)
+    return _counts(planned, _deliver(day, letters.planned("dunning")))
+
+
+def statements_step(day: Day) -> dict[str, Any]:
+    """On the statement day, every customer's statement of the month before."""
+    if day.run_date.day != day.settings.receivables.statement_day:
+        return {"planned": 0, "skipped": f"statements go out on day "
+                                         f"{day.settings.receivables.statement_day}"}
+    book = OpenItems(day.journal)
+    letters = LetterBook(day.journal)
+    planned = 0
+    for statement in statements_for(book.items(), book.allocations(),
+                                    previous_month(day.run_date)):
+        planned += letters.plan(PlannedLetter(statement.statement_id, "statement",
+                                              statement.customer_id, "email", day.run_date,
+                                              statement.to_dict()))
+    return _counts(planned, _deliver(day, letters.planned("statement")))
