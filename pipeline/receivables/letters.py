@@ -39,7 +39,8 @@ from pipeline.render.templates import TemplateSet, make_environment, render_temp
 from pipeline.settings import DunningLevel, SellerSettings, Settings
 
 __all__ = ["Recipient", "LetterRenderer", "render_letter", "letter_html", "template_name",
-           "check_letter_templates", "sample_letter", "sample_statement", "PDF_VARIANT"]
+           "check_letter_templates", "sample_letter", "sample_statement", "SAMPLE_RECIPIENT",
+           "PDF_VARIANT"]
 
 PDF_VARIANT = "pdf/a-3b"
 """Letters are archived like invoices: PDF/A-3b (without attachments)."""
