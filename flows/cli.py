@@ -228,9 +228,15 @@ def serve(
     home: HomeOption = Path("var"),
     cron: Annotated[str, typer.Option(help="When nightly-billing runs.")] = "0 2 * * *",
     timezone: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "Europe/Paris",
+    statements: Annotated[str | None, typer.Option(
+        help="Where the bank's camt.053 statements arrive for receivables-daily; may hold "
+             "{run_date}.")] = None,
+    receivables_cron: Annotated[str, typer.Option(
+        help="When receivables-daily runs.")] = "0 7 * * *",
     verbose: VerboseOption = False,
 ) -> None:
-    """Serve the nightly-billing (scheduled) and rerun-batch deployments until stopped.
+    """Serve the nightly-billing and receivables-daily (scheduled) and rerun-batch
+    deployments until stopped.
 
     Runs and workers use the Prefect API of PREFECT_API_URL (a `prefect server start`
     or Prefect Cloud); each run executes in a process of its own on this machine.
@@ -248,7 +254,8 @@ def serve(
         _prepare_prefect(settings.home, verbose)
         from flows.deployments import serve_deployments
 
-        serve_deployments(extract, str(settings.home), cron, timezone)
+        serve_deployments(extract, str(settings.home), cron, timezone, statements,
+                          receivables_cron)
 
 
 @app.command()

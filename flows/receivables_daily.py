@@ -77,20 +77,25 @@ def receivables_daily(extract_dir: str, home: str | None = None,
     """Run the receivables day; returns every step's counts.
 
     Args:
-        extract_dir: the ERP extract whose customers the letters are addressed to.
+        extract_dir: the ERP extract whose customers the letters are addressed to; may
+            hold ``{run_date}``, as the nightly run's.
         home: the home of the billing runs (ledger, archive, reports).
-        statements_dir: a folder of camt.053 files (or one file) to import first.
+        statements_dir: a folder of camt.053 files (or one file) to import first; may hold
+            ``{run_date}`` too.
         run_date: the day the run is for (letters are dated, interest counted, to it);
             today in the seller's time zone by default.
     """
     logger = get_run_logger()
     settings = load_settings(**({"home": Path(home)} if home else {}))
     check_settings(settings)
-    day = Day(settings, run_date or scheduled_day(), daily.new_run_id(), Path(extract_dir))
+    when = run_date or scheduled_day()
+    day = Day(settings, when, daily.new_run_id(),
+              Path(extract_dir.format(run_date=when.isoformat())))
+    bank = statements_dir.format(run_date=when.isoformat()) if statements_dir else None
     day.journal.begin_run(day.run_id)
     try:
         result: dict[str, Any] = {"run_id": day.run_id, "run_date": day.run_date.isoformat()}
-        result["import"] = import_statements(day, _statement_files(statements_dir))
+        result["import"] = import_statements(day, _statement_files(bank))
         result["match"] = match_payments(day)
         result["collected"] = status_collected(day)
         result["dunning"] = dunning(day)

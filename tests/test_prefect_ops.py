@@ -107,6 +107,17 @@ def test_a_failed_batch_is_retried_from_the_ui_without_sending_anything_twice(se
     assert "Nothing to send" in note and done in note
     assert len(smtp.received) == expected
 
+    # the receivables morning, from its own deployment: reminders of what is late by then
+    morning = api.run_deployment(api.deployment_id("receivables-daily", "receivables-daily"),
+                                 {"run_date": "2027-01-04"})
+    assert api.wait(morning)["state_type"] == "COMPLETED"
+    counts = {row["what"]: row["count"] for row in json.loads(next(
+        a["data"] for a in api.artifacts(morning) if a["key"] == "receivables-counts"))}
+    assert counts["letters delivered"] > 0 and counts["payments added"] == 0
+    reminders = smtp.received[expected:]
+    assert reminders and all(m.rcpt_tos for m in reminders)
+    assert any(a["key"] == "receivables-aging" for a in api.artifacts(morning))
+
 
 def subject(mail) -> str:
     return str(email.message_from_bytes(mail.data, policy=policy.default)["Subject"])
