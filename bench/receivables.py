@@ -40,7 +40,6 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.ingest import load_extract
 from pipeline.receivables.aging import aged_balance, kpis, open_amounts, open_as_of
 from pipeline.receivables.camt import read_statement
 from pipeline.receivables.matching import PASSES, match
@@ -118,9 +117,12 @@ def main() -> None:
     generate_s = time.perf_counter() - start
     payments = pl.read_parquet(work / "payments.parquet")
     print(f"generated and read {payments.height} payments in {generate_s:.1f} s", flush=True)
-    bundle = load_extract(work / "extract")
-    items = item_rows(bundle.invoices)
-    names = bundle.customers.select("customer_id", name="legal_name")
+    # only what matching and aging read (the whole extract, lines and all, is ingest's)
+    items = item_rows(pl.read_parquet(work / "extract" / "invoices.parquet", columns=[
+        "invoice_number", "customer_id", "invoice_type", "issue_date", "due_date",
+        "total_gross", "currency", "credited_invoice_number"]))
+    names = pl.read_parquet(work / "extract" / "customers.parquet",
+                            columns=["customer_id", "legal_name"]).rename({"legal_name": "name"})
     nothing = pl.DataFrame(schema={"invoice_number": pl.String(), "cents": pl.Int64()})
     open_items = open_amounts(items, nothing)
     no_one = pl.DataFrame(schema={"iban": pl.String(), "customer_id": pl.String()})

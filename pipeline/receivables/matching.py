@@ -46,6 +46,7 @@ payment leaves the rest of the item open for the next payment.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -68,6 +69,7 @@ _NAME_FUZZY_MIN = 10  # characters: shorter names are only taken when equal
 _NUMBER_FUZZY_MIN = 8  # characters of a normalised invoice number read fuzzily
 _SUBSET_BEFORE, _SUBSET_AFTER = timedelta(days=62), timedelta(days=31)
 _SUBSET_ITEMS = 24  # meet in the middle: 2 x 2**12 sums per payment
+_SHAPES = 16  # invoice number shapes sought by regex; more: every number sought
 
 
 def normalize(text: pl.Expr) -> pl.Expr:
@@ -222,6 +224,40 @@ def _with_payer(pays: pl.DataFrame, customers: pl.DataFrame, by_name: pl.DataFra
             .with_columns(payer=pl.coalesce("by_iban", "by_name")).drop("by_name"))
 
 
+def _runs(frame: pl.DataFrame, key: str) -> list[tuple[int, int]]:
+    """(offset, length) of each run of equal ``key`` in ``frame`` (sorted by it)."""
+    bounds = frame.select(pl.col(key).rle().struct.field("len"))
+    lengths = bounds.to_series().to_list()
+    offsets = np.cumsum([0, *lengths[:-1]]).tolist() if lengths else []
+    return list(zip(offsets, lengths, strict=True))
+
+
+def _border(classes: str) -> bool:
+    """Whether a proper prefix of ``classes`` is also its suffix."""
+    return any(classes[:k] == classes[-k:] for k in range(1, len(classes)))
+
+
+def _shapes(numbers: pl.Series) -> list[str] | None:
+    """One regex per shape of the numbers (``FA2026000123``: ``[A-Z]{2}[0-9]{10}``), when
+    they are few and each can only be found where it is: a shape whose runs of letters
+    and digits begin as they end could be found across two numbers, and is not taken."""
+    classes = (numbers.str.replace_all(r"[A-Z]", "A").str.replace_all(r"[0-9]", "9")
+               .unique().to_list())
+    if not classes or len(classes) > _SHAPES or any(_border(c) for c in classes):
+        return None
+    return ["".join(("[A-Z]" if run[0] == "A" else "[0-9]") + f"{{{len(run)}}}"
+                    for run in re.findall(r"A+|9+", c)) for c in classes]
+
+
+def _found(text: pl.Expr, numbers: pl.Series) -> pl.Expr:
+    """The numbers of the catalogue a normalised text may name: the tokens of their shapes
+    (one quick regex per shape), else every number sought in every text (Aho-Corasick)."""
+    shapes = _shapes(numbers)
+    if shapes is None:
+        return text.str.extract_many(numbers.to_list() or [""], overlapping=False)
+    return pl.concat_list([text.str.extract_all(shape) for shape in shapes])
+
+
 def _named(pays: pl.DataFrame, open_: pl.DataFrame) -> pl.DataFrame:
     """Requests (payment_key, invoice_number) of the open invoices each payment names."""
     return (pays.select("payment_key", "payer", "left", "found").explode("found")
@@ -287,18 +323,19 @@ def _fuzzy(pays: pl.DataFrame, open_: pl.DataFrame, catalogue: pl.DataFrame
                      | (~pl.col("theirs") & ((pl.col("owed") == pl.col("left"))
                                              | (pl.col("owed") + pl.col("credited")
                                                 == pl.col("left"))))))
+    pairs = pairs.sort("payment_key")
+    keys, texts = pairs["payment_key"].to_list(), pairs["text"].to_list()
+    numbers, invoices = pairs["number"].to_list(), pairs["invoice_number"].to_list()
     near: list[tuple[str, str]] = []
-    for (key,), group in pairs.partition_by("payment_key", as_dict=True,
-                                            maintain_order=True).items():
-        text = str(group["text"][0])
-        for number in strip.get(key, ()):
+    for at, n in _runs(pairs, "payment_key"):
+        text = texts[at]
+        for number in strip.get(keys[at], ()):
             text = text.replace(number, "|")
-        numbers = group["number"].to_list()
-        windows = _windows(text, {len(n) for n in numbers})
-        distance = process.cdist(windows, numbers, scorer=OSA.distance, score_cutoff=1,
+        candidates = numbers[at:at + n]
+        windows = _windows(text, {len(c) for c in candidates})
+        distance = process.cdist(windows, candidates, scorer=OSA.distance, score_cutoff=1,
                                  dtype=np.int32).min(axis=0)
-        near += [(str(key), n) for n, d in zip(group["invoice_number"].to_list(), distance,
-                                               strict=True) if d <= 1]
+        near += [(keys[at], invoices[at + i]) for i in np.flatnonzero(distance <= 1).tolist()]
     if not near:
         return none
     found = pairs.join(pl.DataFrame(near, schema=["payment_key", "invoice_number"],
@@ -368,14 +405,14 @@ def _subset_sums(pays: pl.DataFrame, open_: pl.DataFrame) -> pl.DataFrame:
     candidates = candidates.filter((pl.len().over("payment_key") >= 2)
                                    & (pl.col("gross").sum().over("payment_key")
                                       >= pl.col("left")))
+    keys, invoices = candidates["payment_key"].to_list(), candidates["invoice_number"].to_list()
+    owed, gross = candidates["owed"].to_numpy(), candidates["gross"].to_numpy()
+    left = candidates["left"].to_numpy()
     chosen: list[tuple[str, str]] = []
-    for (key,), group in candidates.partition_by("payment_key", as_dict=True,
-                                                 maintain_order=True).items():
-        picked = _subset(group["owed"].to_numpy(), group["gross"].to_numpy(),
-                         int(group["left"][0]))
+    for at, n in _runs(candidates, "payment_key"):
+        picked = _subset(owed[at:at + n], gross[at:at + n], int(left[at]))
         if picked is not None and len(picked) >= 2:
-            numbers = group["invoice_number"].to_list()
-            chosen += [(str(key), numbers[i]) for i in picked]
+            chosen += [(keys[at], invoices[at + i]) for i in picked]
     requests = pl.DataFrame(chosen, schema={"payment_key": pl.String(),
                                             "invoice_number": pl.String()}, orient="row")
     # two payments claiming one item: a person decides between them
@@ -427,8 +464,7 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
     # every number a text can name exactly, whose: found once, in one pass over the texts
     catalogue = (every.select(number=normalize(pl.col("invoice_number")), customer_id="customer_id")
                  .filter(pl.col("number") != "").unique())
-    patterns = catalogue["number"].unique().to_list() or [""]  # extract_many needs one
-    pays = pays.with_columns(found=pl.col("text").str.extract_many(patterns, overlapping=False))
+    pays = pays.with_columns(found=_found(pl.col("text"), catalogue["number"].unique()))
     customers = _one_customer(known_ibans.rename({"iban": "debtor_iban"}))
     by_name = _by_name(pays, customer_names)
     done: list[pl.DataFrame] = []
