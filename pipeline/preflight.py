@@ -45,7 +45,12 @@ _TEMPLATE_FILES = ("invoice.html", "credit_note.html", "reports/exceptions.html"
                   "assets/invoice.css", "print/cover.html", "assets/print.css",
                   *(f"i18n/{lang}.po" for lang in LANGUAGES),
                   *(f"emails/{lang}/{part}" for lang in LANGUAGES
-                    for part in ("subject.txt", "body.txt", "body.html")))
+                    for part in ("subject.txt", "body.txt", "body.html", "letter_subject.txt",
+                                 "letter_body.txt", "letter_body.html")),
+                  "reports/aging.html", "dunning/page.html", "dunning/letter.html",
+                  "dunning/statement.html",
+                  *(f"dunning/{lang}/{name}.html" for lang in LANGUAGES
+                    for name in ("reminder", "firm_reminder", "formal_notice", "statement")))
 
 
 def _env_name(loc: tuple[str, ...]) -> str:

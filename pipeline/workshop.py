@@ -16,15 +16,18 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageChops
 
+from pipeline.channels.email import letter_context
 from pipeline.codes import LANGUAGES
 from pipeline.documents import Address, InvoiceDocument, Line, Party, VatRow, build_documents
 from pipeline.errors import PipelineError, TemplateError
 from pipeline.ingest import load_extract
+from pipeline.receivables.letters import check_letter_templates
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.render.templates import make_environment, render_template
 from pipeline.settings import PROJECT_ROOT, SellerSettings, Settings
@@ -86,7 +89,26 @@ def check_templates(templates: Path, settings: Settings) -> tuple[int, list[str]
                 render_template(emails, f"emails/{lang}/{part}.txt", doc=docs[0], lang=lang)
             except PipelineError as exc:
                 problems.append(f"email {part} ({lang}): {exc}")
-    return checked, problems
+        for kind, title in (("dunning", "Relance"), ("statement", "Relevé de compte")):
+            context = letter_context("R1-C00042-20261215-EUR", kind, date(2026, 12, 15),
+                                     _SampleEnvelope(docs[0].buyer.name, lang, title),
+                                     settings.seller)
+            for part in ("subject.txt", "body.txt", "body.html"):
+                checked += 1
+                try:
+                    render_template(emails, f"emails/{lang}/letter_{part}", **context)
+                except PipelineError as exc:
+                    problems.append(f"{kind} letter email {part} ({lang}): {exc}")
+    letters_checked, letter_problems = check_letter_templates(templates, settings)
+    return checked + letters_checked, problems + letter_problems
+
+
+@dataclass(frozen=True)
+class _SampleEnvelope:
+    name: str
+    language: str
+    title: str
+    email: str | None = "compta@client.example"
 
 
 def _pick(settings: Settings, invoice: str | None, customer: str | None) -> InvoiceDocument:

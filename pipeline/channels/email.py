@@ -25,7 +25,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import jinja2
 
@@ -39,7 +39,7 @@ from pipeline.render.templates import render_template
 from pipeline.settings import SellerSettings, SmtpSettings
 
 __all__ = ["EmailFormatter", "build", "build_letter", "build_message", "Built", "XML_NAME",
-           "LetterEnvelope"]
+           "LetterEnvelope", "letter_context"]
 
 XML_NAME = "factur-x.xml"
 # Every part is 7-bit (quoted-printable or base64 bodies, RFC 2047 headers): any relay takes it.
@@ -166,6 +166,15 @@ def build(item: Outgoing, seller: SellerSettings, env: jinja2.Environment,
     return Built(message.as_bytes(), *_envelope(to, cc, bcc))
 
 
+def letter_context(letter_id: str, kind: str, day: date, envelope: LetterEnvelope,
+                   seller: SellerSettings) -> dict[str, Any]:
+    """What the letter message templates may use: ``letter`` (id, kind ``dunning`` or
+    ``statement``, title, day, customer), ``seller`` (name) and ``lang``."""
+    return {"letter": {"id": letter_id, "kind": kind, "title": envelope.title, "day": day,
+                       "customer": envelope.name},
+            "seller": {"name": seller.legal_name}, "lang": language(envelope.language)}
+
+
 def build_letter(letter_id: str, kind: str, day: date, envelope: LetterEnvelope, pdf: bytes,
                  sha256: str, seller: SellerSettings, env: jinja2.Environment,
                  smtp: SmtpSettings | None = None) -> Built:
@@ -181,9 +190,7 @@ def build_letter(letter_id: str, kind: str, day: date, envelope: LetterEnvelope,
     to = _to(envelope.email or "", envelope.name, f"letter {letter_id}")
     cc, bcc = _copies(smtp)
     lang = language(envelope.language)
-    context = {"letter": {"id": letter_id, "kind": kind, "title": envelope.title,
-                          "day": day, "customer": envelope.name},
-               "seller": {"name": seller.legal_name}, "lang": lang}
+    context = letter_context(letter_id, kind, day, envelope, seller)
     message = EmailMessage(policy=_POLICY)
     message["From"] = _address(seller.email, _single_line(seller.legal_name))
     message["To"] = to
