@@ -534,8 +534,8 @@ def _decide(number: str, disputed: bool, reason: str, home: Path, verbose: bool)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         now = book.current([number]).get(number)
-    console.print(f"{number}: " + (f"disputed ({now.reason}, by {now.source})" if now
-                                   else "not disputed"))
+    Console().print(f"{number}: " + (f"disputed ({now.reason}, by {now.source})" if now
+                                     else "not disputed"), markup=False, highlight=False)
 
 
 pa_app = typer.Typer(no_args_is_help=True,
