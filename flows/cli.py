@@ -570,13 +570,25 @@ def sample(out: Annotated[Path, typer.Option(help="Extract directory to write.")
            invoices: Annotated[int, typer.Option(help="Invoices and credit notes.")] = 300,
            seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 1,
            defects: Annotated[float, typer.Option(help="Share of invoices with a defect.")] = 0.0,
+           days: Annotated[int, typer.Option(
+               help="Days the invoices are issued over (365: a year).")] = 26,
+           statements: Annotated[Path | None, typer.Option(
+               help="Also write the bank statements (camt.053) that pay these invoices, "
+                    "with the generator's truth (payments_truth.parquet), here.")] = None,
            ) -> None:
-    """Write a realistic French B2B sample extract."""
+    """Write a realistic French B2B sample extract (and the bank statements paying it)."""
+    from pipeline.receivables.sample import generate_statements
     from pipeline.sample import generate_extract
 
-    report = generate_extract(out, invoices, seed=seed, defect_rate=defects)
+    report = generate_extract(out, invoices, seed=seed, defect_rate=defects, days=days)
     console.print(f"{report.invoices} invoices, {report.lines} lines, {report.customers} "
                   f"customers, {report.defects} injected defects -> {report.out}")
+    if statements:
+        paid = generate_statements(out, statements, seed=seed)
+        console.print(f"{paid.payments} payments in {len(paid.files)} statements from "
+                      f"{paid.first_day} to {paid.last_day} ("
+                      + ", ".join(f"{k} {n}" for k, n in paid.by_kind.items())
+                      + f"), {paid.open_invoices} invoices left unpaid -> {paid.out}")
 
 
 @app.command(name="validate")

@@ -313,7 +313,7 @@ def _line_counts(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def generate_extract(out: Path | str, invoices: int, seed: int = 1,
-                     defect_rate: float = 0.0) -> SampleReport:
+                     defect_rate: float = 0.0, days: int = 26) -> SampleReport:
     """Write a sample extract (seven Parquet tables) to ``out``.
 
     Args:
@@ -321,7 +321,11 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
         invoices: how many invoices and credit notes in all.
         seed: the same seed gives the same bytes.
         defect_rate: share of invoices given one injected defect (0 to 0.5).
+        days: the invoices are issued over this many days up to ``EXTRACT_END`` (a month's
+            extract by default; 365 for a year of receivables).
     """
+    if days < 1:
+        raise ValueError("the invoices need at least one day to be issued on")
     if invoices < 1:
         raise ValueError("at least one invoice is needed")
     if not 0 <= defect_rate <= 0.5:
@@ -340,7 +344,7 @@ def generate_extract(out: Path | str, invoices: int, seed: int = 1,
     n_inv = invoices - n_credit
 
     # --- invoices (sorted by number = by issue date) ---
-    issue_offsets = np.sort(rng.integers(0, 26, n_inv))[::-1]
+    issue_offsets = np.sort(rng.integers(0, days, n_inv))[::-1]
     issue = np.datetime64(EXTRACT_END) - issue_offsets.astype("timedelta64[D]")
     cust_idx = rng.integers(0, n_customers, n_inv)
     terms = customers["payment_terms_days"].to_numpy()[cust_idx]
