@@ -455,6 +455,8 @@ def ar_aging(as_of: Annotated[datetime | None, typer.Option(
              out: Annotated[Path | None, typer.Option(
                  help="Folder for aging.parquet and aging.html (default "
                       "<home>/receivables/<date>).")] = None,
+             show_all: Annotated[bool, typer.Option(
+                 "--all", help="Print every customer, not the 20 most past due.")] = False,
              home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
     """Aged balance per customer (not due, 1-30, 31-60, 61-90, over 90 days), DSO, CEI,
     average days late and disputed amount: printed, and written as Parquet and HTML."""
@@ -482,12 +484,22 @@ def ar_aging(as_of: Annotated[datetime | None, typer.Option(
         paths = write_aging_report(report, out or settings.home / "receivables" / day.isoformat(),
                                    make_environment(settings.render.templates_dir))
     rows = report.as_table()
-    table = Table(title=f"Aged balance as of {day} (EUR)")
-    for column in rows[0] if rows else ["customer"]:
-        table.add_column(column, justify="left" if column in ("customer", "name") else "right")
-    for row in rows:  # customer names are data, never rich markup
-        table.add_row(*(Text(value) for value in row.values()))
-    Console().print(table)
+    shown = rows[:-1] if show_all else rows[:-1][:20]
+    table = Table(title=f"Aged balance as of {day} (EUR), most past due first"
+                  + ("" if len(shown) == len(rows) - 1 else
+                     f": {len(shown)} of {len(rows) - 1} customers (--all for every one)"))
+    for column in rows[-1]:
+        if column == "name":
+            table.add_column(column, max_width=24, no_wrap=True, overflow="ellipsis")
+        else:  # an amount is never cut: the table grows wider than a narrow terminal
+            table.add_column(column, justify="left" if column == "customer" else "right",
+                             no_wrap=True, min_width=max(len(column), *(
+                                 len(r[column]) for r in [*shown, rows[-1]])))
+    for row in [*shown, rows[-1]]:  # customer names are data, never rich markup
+        table.add_row(*(Text(value) for value in row.values()),
+                      end_section=row is shown[-1] if shown else False)
+    natural = Console(width=10_000).measure(table).maximum  # a narrow terminal wraps it;
+    Console(width=max(Console().width, natural)).print(table)  # no amount is ever cut
     figures = report.as_dict()
     console.print(f"DSO {figures['dso_days']} days, CEI {figures['cei_percent']} %, "
                   f"{figures['average_days_late']} days late on average, disputed "
