@@ -126,6 +126,19 @@ def test_the_rest_of_an_overpayment_is_no_mistype_of_the_next_invoice() -> None:
     assert _why(result) == {"p": "overpaid: the rest"}
 
 
+def test_numbers_are_found_whatever_their_shape() -> None:
+    # letters then digits: sought by their shape, even glued to other text
+    lettered = _items(("FA2026-000123", "C1", 1_000, 10), ("FA2026-000124", "C1", 2_000, 10))
+    glued = match(_payments(("p", 3_000, "FR76C1", None, "XFA2026000123FA2026-000124")),
+                  lettered, KNOWN)
+    assert {n for n, _, _ in _placed(glued)["p"]} == {"FA2026-000123", "FA2026-000124"}
+    # digits only could be found across two numbers: every number is sought instead
+    digits = _items(("2026000123", "C1", 1_000, 10), ("2026000124", "C1", 2_000, 10))
+    found = match(_payments(("p", 3_000, None, None, "Rechnung 1-2026000123, 2026000124")),
+                  digits, KNOWN)
+    assert {n for n, _, _ in _placed(found)["p"]} == {"2026000123", "2026000124"}
+
+
 # -- a payer known by name -------------------------------------------------------------
 
 NAMES = pl.DataFrame({"customer_id": ["C1", "C2", "C3", "C4", "C5"],

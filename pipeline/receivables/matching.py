@@ -17,11 +17,14 @@ known by IBAN, but the last pass never gives it money on its name alone.
    customer's invoices, and an unknown payer must pay the named invoices' exact total
    (or their total before their credit notes, when ``issued`` tells them).
 2. ``fuzzy_reference`` (0.9): a number one character off an open item's (one wrong,
-   missing or extra character, or two swapped), in what the text has left once every
-   number it names exactly is taken out. Taken when the payer is known for that item's
-   customer, or when the amount is exactly what that item owes (or its gross before its
-   credit notes); and only when one item alone is that near (or the items that are add up
-   to the amount exactly). Numbers shorter than 8 characters are never read fuzzily.
+   missing or extra character, or two swapped: rapidfuzz ``OSA`` distance 1 to some part
+   of the text), taken when one item alone is that near (or the items that are add up to
+   the amount exactly), and the payer is known for that item's customer, or pays exactly
+   what the item owes (or its gross before its credit notes). A number of the payer's own
+   customer named exactly is no mistype of its neighbour (the rest of an overpayment
+   names a paid invoice); another customer's named exactly by a known payer is one only
+   when the amount is the near item's and not that invoice's (else the payer may be
+   paying for that customer). Numbers shorter than 8 characters are never read fuzzily.
 3. ``iban_amount`` (0.9, 0.7 when several items qualify): a known payer, and the amount
    is exactly one of its customer's open items (the earliest due, if several).
 4. ``iban_sum`` (0.8): a known payer, and the amount is exactly the sum of its customer's
@@ -42,6 +45,10 @@ unallocated ("overpaid: a credit note it did not deduct"): refunding it or keepi
 on account is a person's decision. An item is never allocated more than is open on it,
 even when several payments name it: the earliest value date takes it first. A partial
 payment leaves the rest of the item open for the next payment.
+
+Invoice numbers are found in the texts by their shapes (``FA2026000123``: two letters,
+ten digits; one regex per shape) and looked up, or, when the shapes are many or one could
+be found across two numbers, by seeking every number in every text (Aho-Corasick).
 """
 
 from __future__ import annotations
@@ -461,7 +468,7 @@ def match(payments: pl.DataFrame, items: pl.DataFrame, known_ibans: pl.DataFrame
         owed=pl.col("cents"), number=normalize(pl.col("invoice_number")),
         credited=pl.col("credited").fill_null(0).clip(0))
     original = open_.select("invoice_number", "credited")
-    # every number a text can name exactly, whose: found once, in one pass over the texts
+    # every number a text can name exactly, and whose it is; the texts are searched once
     catalogue = (every.select(number=normalize(pl.col("invoice_number")), customer_id="customer_id")
                  .filter(pl.col("number") != "").unique())
     pays = pays.with_columns(found=_found(pl.col("text"), catalogue["number"].unique()))
