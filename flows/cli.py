@@ -414,7 +414,8 @@ def ar_daily(extract_dir: Annotated[Path, typer.Argument(
              run_date: Annotated[datetime | None, typer.Option(
                  "--date", formats=["%Y-%m-%d"],
                  help="The day the run is for (default today).")] = None,
-             home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
+             home: HomeOption = Path("var"), verbose: VerboseOption = False,
+             resend_in_doubt: ResendOption = False) -> None:
     """Run the receivables-daily flow: import, match, 212 Encaissée, dunning, statements
     (on the statement day), aging report."""
     from pipeline.preflight import check_settings, load_settings
@@ -429,7 +430,7 @@ def ar_daily(extract_dir: Annotated[Path, typer.Argument(
             _quiet_console_logging()
         result = receivables_daily(str(extract_dir), str(settings.home),
                                    str(statements) if statements else None,
-                                   run_date.date() if run_date else None)
+                                   run_date.date() if run_date else None, resend_in_doubt)
     match, dunning, monthly = result["match"], result["dunning"], result["statements"]
     console.print(f"{result['run_date']}: {result['import']['added']} payments imported; "
                   + ", ".join(f"{k} {v}" for k, v in match["by_pass"].items())

@@ -73,7 +73,8 @@ def _statement_files(folder: str | None) -> list[Path]:
 @flow(name="receivables-daily")
 def receivables_daily(extract_dir: str, home: str | None = None,
                       statements_dir: str | None = None,
-                      run_date: date | None = None) -> dict[str, Any]:
+                      run_date: date | None = None,
+                      resend_in_doubt: bool = False) -> dict[str, Any]:
     """Run the receivables day; returns every step's counts.
 
     Args:
@@ -84,13 +85,14 @@ def receivables_daily(extract_dir: str, home: str | None = None,
             ``{run_date}`` too.
         run_date: the day the run is for (letters are dated, interest counted, to it);
             today in the seller's time zone by default.
+        resend_in_doubt: send again the letters and 212s a stopped run left in doubt.
     """
     logger = get_run_logger()
     settings = load_settings(**({"home": Path(home)} if home else {}))
     check_settings(settings)
     when = run_date or scheduled_day()
     day = Day(settings, when, daily.new_run_id(),
-              Path(extract_dir.format(run_date=when.isoformat())))
+              Path(extract_dir.format(run_date=when.isoformat())), resend_in_doubt)
     bank = statements_dir.format(run_date=when.isoformat()) if statements_dir else None
     day.journal.begin_run(day.run_id)
     try:

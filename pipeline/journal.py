@@ -205,7 +205,7 @@ class Journal:
 
     # --- deliveries ---------------------------------------------------------------------
 
-    def _insert_if_absent(self, conn: sa.Connection, table: sa.Table, **values: Any) -> None:
+    def insert_if_absent(self, conn: sa.Connection, table: sa.Table, **values: Any) -> None:
         """INSERT ... ON CONFLICT DO NOTHING, in the database's own dialect."""
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -236,7 +236,7 @@ class Journal:
         keys = [d.key for d in wanted]
         with self.engine.begin() as conn:
             for d in wanted:  # the first write also takes SQLite's write lock until commit
-                self._insert_if_absent(conn, journal, key=d.key, invoice_number=d.invoice_number,
+                self.insert_if_absent(conn, journal, key=d.key, invoice_number=d.invoice_number,
                                        channel=d.channel, state="pending", attempts=0,
                                        created_at=now)
             rows = {r.key: r for r in conn.execute(
@@ -355,7 +355,7 @@ class Journal:
         """
         key = (control_numbers.c.partner == partner) & (control_numbers.c.standard == standard)
         with self.engine.begin() as conn:
-            self._insert_if_absent(conn, control_numbers, partner=partner, standard=standard,
+            self.insert_if_absent(conn, control_numbers, partner=partner, standard=standard,
                                    last=0)
             return int(conn.execute(control_numbers.update().where(key).values(
                 last=control_numbers.c.last + 1).returning(control_numbers.c.last)).scalar_one())

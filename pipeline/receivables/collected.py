@@ -10,7 +10,9 @@ VAT on debits (BT-8), its VAT breakdown and its parties.
 
 Each message is deposited exactly once: the journal holds one delivery ``pa-212:<invoice>``
 claimed before the deposit, like an invoice's, and a deposit whose answer was lost is left
-in doubt and looked up by its tracking id before any second try.
+in doubt and looked up by its tracking id before any second try. An invoice found to need
+no 212 (goods, or VAT on debits) is remembered as such, so its PDF is read once, not every
+morning.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import polars as pl
+import sqlalchemy as sa
 from lxml import etree
 
 from pipeline import keys
@@ -43,6 +46,14 @@ PARIS = ZoneInfo("Europe/Paris")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 _SETTLEMENT = "rsm:SupplyChainTradeTransaction/ram:ApplicableHeaderTradeSettlement"
 _AGREEMENT = "rsm:SupplyChainTradeTransaction/ram:ApplicableHeaderTradeAgreement"
+
+
+_metadata = sa.MetaData()
+no_212 = sa.Table(
+    "collected_not_due", _metadata,
+    sa.Column("invoice_number", sa.String, primary_key=True),
+    sa.Column("why", sa.String, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -153,9 +164,15 @@ def send_collected(paid: pl.DataFrame, index: pl.DataFrame, storage: Storage,
         resend_in_doubt: look up, then deposit again, what a stopped run left in doubt.
     """
     report = CollectedReport()
+    _metadata.create_all(journal.engine)
+    with journal.engine.connect() as conn:
+        not_due = set(conn.execute(sa.select(no_212.c.invoice_number)).scalars())
     on_platform = index.filter(pl.col("channel") == "pa").unique("invoice_number").select(
         "invoice_number", "storage_key")
-    todo = paid.join(on_platform, on="invoice_number")
+    todo = paid.join(on_platform, on="invoice_number").filter(
+        ~pl.col("invoice_number").is_in(sorted(not_due)))
+    report.not_due = paid.height - paid.filter(
+        ~pl.col("invoice_number").is_in(sorted(not_due))).height
     done = journal.delivered_keys(keys.idempotency_key(n, CHANNEL)
                                   for n in todo["invoice_number"])
     for number, cents, pdf_key in todo.select("invoice_number", "cents",
@@ -171,6 +188,10 @@ def send_collected(paid: pl.DataFrame, index: pl.DataFrame, storage: Storage,
             continue
         if not billed.due_on_receipt:
             report.not_due += 1
+            with journal.engine.begin() as conn:
+                journal.insert_if_absent(conn, no_212, invoice_number=number, why=(
+                    "VAT on debits" if billed.vat_on_debits
+                    else f"billing mode {billed.billing_mode}"))
             continue
         status = cdar.seller_status(
             212, invoice_number=number, invoice_date=billed.issue_date, seller=billed.seller,
@@ -192,12 +213,24 @@ def send_collected(paid: pl.DataFrame, index: pl.DataFrame, storage: Storage,
 
 def _deposit(number: str, xml: bytes, key: str, client: PlatformClient, journal: Journal,
              run_id: str, look_up_first: bool, report: CollectedReport) -> None:
+    """Deposit one 212, first looking for an earlier one when it was left in doubt: the
+    platform does not refuse a second flow with the same tracking id."""
     tracking_id = _tracking_id(number)
+    if look_up_first:
+        try:
+            earlier = [f for f in client.find_deposits(tracking_id) if f.ack_status != "Error"]
+        except PipelineError as exc:  # cannot tell: depositing could make a second flow
+            report.in_doubt[number] = f"212: could not check for an earlier deposit: {exc}"
+            journal.finish(key, run_id, "in_doubt", str(exc))
+            return
+        if earlier:
+            journal.finish(key, run_id, "deposited", f"flow {earlier[0].flow_id} (deposited "
+                                                     "earlier, found by its tracking id)")
+            report.deposited.append(number)
+            return
     try:
-        earlier = [f for f in client.find_deposits(tracking_id)
-                   if f.ack_status != "Error"] if look_up_first else []
-        flow_id = earlier[0].flow_id if earlier else client.deposit(
-            xml, f"{keys.safe_component(number)}-212.xml", tracking_id, "CDAR", None, None)
+        flow_id = client.deposit(xml, f"{keys.safe_component(number)}-212.xml", tracking_id,
+                                 "CDAR", None, None)
     except PlatformUnavailable as exc:
         if exc.in_doubt:
             report.in_doubt[number] = f"212 may have been deposited: {exc}"

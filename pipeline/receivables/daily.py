@@ -67,6 +67,9 @@ class Day:
     run_id: str
     extract_dir: Path
     """The ERP extract whose ``customers`` table addresses the letters."""
+    resend_in_doubt: bool = False
+    """Send again the letters and 212s a stopped run left in doubt (a 212 is looked up on
+    the platform first)."""
     journal: Journal = field(init=False)
     storage: Storage = field(init=False)
 
@@ -116,7 +119,8 @@ def collected_step(day: Day) -> dict[str, Any]:
     paid = paid_in_full(book.items(), book.allocations())
     with client_for(day.settings.pa) as client:
         report = send_collected(paid, read_index(day.storage), day.storage, day.journal,
-                                day.settings, client, day.run_id)
+                                day.settings, client, day.run_id,
+                                resend_in_doubt=day.resend_in_doubt)
     return {"deposited": len(report.deposited), "already": report.already,
             "not_due": report.not_due, "failed": report.failed, "in_doubt": report.in_doubt}
 
@@ -166,7 +170,7 @@ def _deliver(day: Day, planned: list[PlannedLetter]) -> LetterReport:
     try:
         return deliver_letters(planned, render, day.settings, day.journal, day.storage,
                                transports, make_environment(day.settings.render.templates_dir),
-                               day.run_id)
+                               day.run_id, day.resend_in_doubt)
     finally:
         for transport in transports.values():
             transport.close()
