@@ -234,5 +234,10 @@ def _send(letter: PlannedLetter, channel: str, parcel: Parcel, key: str,
     except (PipelineError, OSError, ValueError) as exc:
         receipt = type(receipt)(receipt.outcome, f"{receipt.reply}; not archived: {exc}",
                                 receipt.refused)
-    journal.finish(key, run_id, receipt.outcome, receipt.reply, archived=archived)
+    try:
+        journal.finish(key, run_id, receipt.outcome, receipt.reply, archived=archived)
+    except Exception as exc:  # it went out: in doubt, never failed (a retry would resend)
+        report.in_doubt[letter.letter_id] = (f"went out, but the journal could not record "
+                                             f"it ({exc}); check before --resend-in-doubt")
+        return
     report.delivered[letter.letter_id] = receipt.outcome
