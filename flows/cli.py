@@ -336,6 +336,13 @@ ar_app = typer.Typer(no_args_is_help=True,
 app.add_typer(ar_app, name="ar")
 
 
+def _holder(command: str) -> str:
+    """Who holds the receivables lease, as another run's message shows it."""
+    import socket
+
+    return f"{command} by {os.getpid()} on {socket.gethostname()}"
+
+
 @ar_app.command("import")
 def ar_import(statements: Annotated[list[Path], typer.Argument(
         help="camt.053 files, or folders of them.")],
@@ -366,6 +373,7 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
     from pipeline.archive import read_index
     from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
+    from pipeline.receivables.lease import receivables_lease
     from pipeline.receivables.open_items import OpenItems, match_payments
     from pipeline.storage import open_storage
 
@@ -373,9 +381,10 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
         settings = load_settings(home=home)
         check_settings(settings)
         journal = Journal(settings.ledger_url)
-        added = OpenItems(journal).refresh(read_index(open_storage(settings)))
-        report = match_payments(journal, settings.receivables.oldest_first
-                                if oldest_first is None else oldest_first)
+        with receivables_lease(journal, _holder("ar match")):
+            added = OpenItems(journal).refresh(read_index(open_storage(settings)))
+            report = match_payments(journal, settings.receivables.oldest_first
+                                    if oldest_first is None else oldest_first)
     Console().print(f"{added} new open items; {report.payments} payments to place: "
                     + ", ".join(f"{name} {n}" for name, n in report.by_pass.items())
                     + f"; {report.unallocated.height} left for a person")
@@ -392,14 +401,16 @@ def ar_allocate(payment: Annotated[str, typer.Argument(help="Payment key (ar mat
 
     from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
+    from pipeline.receivables.lease import receivables_lease
     from pipeline.receivables.open_items import allocate
 
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings)
+        journal = Journal(settings.ledger_url)
         try:
-            granted = allocate(Journal(settings.ledger_url), payment, invoices,
-                               getpass.getuser())
+            with receivables_lease(journal, _holder("ar allocate")):
+                granted = allocate(journal, payment, invoices, getpass.getuser())
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     for number, amount in granted:

@@ -9,6 +9,7 @@ twice, so a retry from the UI, or the next morning, finishes what a failed run l
 
 from __future__ import annotations
 
+import socket
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from flows.billing_run import scheduled_day
 from pipeline.preflight import check_settings, load_settings
 from pipeline.receivables import daily
 from pipeline.receivables.daily import Day
+from pipeline.receivables.lease import receivables_lease
 
 __all__ = ["receivables_daily", "COUNTS"]
 
@@ -96,13 +98,15 @@ def receivables_daily(extract_dir: str, home: str | None = None,
     bank = statements_dir.format(run_date=when.isoformat()) if statements_dir else None
     day.journal.begin_run(day.run_id)
     try:
-        result: dict[str, Any] = {"run_id": day.run_id, "run_date": day.run_date.isoformat()}
-        result["import"] = import_statements(day, _statement_files(bank))
-        result["match"] = match_payments(day)
-        result["collected"] = status_collected(day)
-        result["dunning"] = dunning(day)
-        result["statements"] = statements(day)
-        result["aging"] = aging(day)
+        with receivables_lease(day.journal, f"{day.run_id} on {socket.gethostname()}"):
+            result: dict[str, Any] = {"run_id": day.run_id,
+                                      "run_date": day.run_date.isoformat()}
+            result["import"] = import_statements(day, _statement_files(bank))
+            result["match"] = match_payments(day)
+            result["collected"] = status_collected(day)
+            result["dunning"] = dunning(day)
+            result["statements"] = statements(day)
+            result["aging"] = aging(day)
     finally:
         day.journal.end_run(day.run_id)
     _publish(result)

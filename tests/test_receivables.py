@@ -235,3 +235,27 @@ def test_a_returned_payment_reopens_the_invoice_it_had_paid(tmp_path: Path) -> N
     assert dict(book.open().select("invoice_number", "cents").iter_rows()) == {
         "FA2026-000123": 123456}
     journal.dispose()
+
+
+def test_one_receivables_writer_at_a_time(tmp_path) -> None:
+    """Two runs matching at once would place a payment twice: the second stops, saying who
+    holds the ledger; a dead holder's lease expires."""
+    from datetime import UTC, datetime, timedelta
+
+    import sqlalchemy as sa
+
+    from pipeline.receivables.lease import LEASE_FOR, LeaseBusy, leases, receivables_lease
+
+    journal = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with receivables_lease(journal, "run A"):
+        with pytest.raises(LeaseBusy, match=r"another receivables run \(run A\)"):
+            with receivables_lease(journal, "run B"):
+                raise AssertionError("run B must not get in")
+    with receivables_lease(journal, "run B"):
+        pass
+    with journal.engine.begin() as conn:  # run C died holding it, long ago
+        conn.execute(leases.update().values(
+            holder="run C", expires_at=datetime.now(UTC) - LEASE_FOR - timedelta(minutes=1)))
+    with receivables_lease(journal, "run D"):
+        with journal.engine.connect() as conn:
+            assert conn.execute(sa.select(leases.c.holder)).scalar() == "run D"
