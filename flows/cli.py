@@ -366,15 +366,20 @@ def ar_import(statements: Annotated[list[Path], typer.Argument(
 def ar_match(oldest_first: Annotated[bool | None, typer.Option(
         help="Also give a known payer's unplaced money to its earliest due items (default: "
              "[receivables] oldest_first).")] = None,
+             extract_dir: Annotated[Path | None, typer.Option(
+                 "--extract", help="An extract whose customers table names the customers: "
+                                   "a payer with a new IBAN is then known by its name.")
+             ] = None,
              home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
     """Match the payments not yet placed to the open items (every delivered invoice), in
     passes of decreasing certainty; prints the payments each pass placed and lists what no
     pass could place, for a person (``invoices ar allocate``)."""
     from pipeline.archive import read_index
+    from pipeline.ingest import load_extract
     from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
     from pipeline.receivables.lease import receivables_lease
-    from pipeline.receivables.open_items import OpenItems, match_payments
+    from pipeline.receivables.open_items import OpenItems, customer_names, match_payments
     from pipeline.storage import open_storage
 
     with reported(verbose):
@@ -383,8 +388,10 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
         journal = Journal(settings.ledger_url)
         with receivables_lease(journal, _holder("ar match")):
             added = OpenItems(journal).refresh(read_index(open_storage(settings)))
-            report = match_payments(journal, settings.receivables.oldest_first
-                                    if oldest_first is None else oldest_first)
+            report = match_payments(
+                journal, settings.receivables.oldest_first if oldest_first is None
+                else oldest_first,
+                customer_names(load_extract(extract_dir).customers) if extract_dir else None)
     Console().print(f"{added} new open items; {report.payments} payments to place: "
                     + ", ".join(f"{name} {n}" for name, n in report.by_pass.items())
                     + f"; {report.unallocated.height} left for a person")

@@ -36,7 +36,7 @@ from pipeline.receivables.correspondence import (
 from pipeline.receivables.disputes import Disputes
 from pipeline.receivables.dunning import DunningLetter, plan_dunning
 from pipeline.receivables.letters import Recipient, render_letter
-from pipeline.receivables.open_items import OpenItems, match_payments
+from pipeline.receivables.open_items import OpenItems, customer_names, match_payments
 from pipeline.receivables.payments import import_statements
 from pipeline.receivables.statements import CustomerStatement, statements_for
 from pipeline.render.templates import make_environment
@@ -106,7 +106,8 @@ def match_step(day: Day) -> dict[str, Any]:
     """New delivered invoices become open items; unplaced payments are matched."""
     book = OpenItems(day.journal)
     added = book.refresh(read_index(day.storage))
-    report = match_payments(day.journal, day.settings.receivables.oldest_first)
+    report = match_payments(day.journal, day.settings.receivables.oldest_first,
+                            customer_names(_customers(day)))
     return {"new_items": added, "payments": report.payments, "by_pass": report.by_pass,
             "for_a_person": report.unallocated.height}
 

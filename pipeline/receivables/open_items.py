@@ -23,7 +23,8 @@ from pipeline.receivables.aging import open_amounts
 from pipeline.receivables.matching import PASSES, match
 from pipeline.receivables.payments import PaymentBook, payments
 
-__all__ = ["OpenItems", "MatchReport", "match_payments", "allocate", "item_rows"]
+__all__ = ["OpenItems", "MatchReport", "match_payments", "allocate", "item_rows",
+           "customer_names"]
 
 _metadata = sa.MetaData()
 items = sa.Table(
@@ -188,6 +189,12 @@ class MatchReport:
     payments: int
     by_pass: dict[str, int]
     unallocated: pl.DataFrame
+
+
+def customer_names(customers: pl.DataFrame) -> pl.DataFrame:
+    """``customer_id``, ``name`` of an extract's customers table: how matching knows a
+    payer by the name on the statement when its IBAN is new."""
+    return customers.select("customer_id", pl.col("legal_name").alias("name"))
 
 
 def match_payments(journal: Journal, oldest_first: bool = False,
