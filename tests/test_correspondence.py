@@ -62,7 +62,7 @@ def test_a_letter_is_planned_once_and_a_level_recorded_once(tmp_path: Path) -> N
     # another letter reminding FA2 of level 1 again: refused whole, FA4 not recorded either
     assert not book.plan(_letter("R1-C1-20270105-EUR"), [("FA4", 1), ("FA2", 1)])
     assert book.plan(_letter("R2-C1-20270120-EUR"), [("FA2", 2)])
-    assert sorted(book.sent_levels()) == [("FA1", 1), ("FA2", 1), ("FA2", 2)]
+    assert sorted(book.sent_levels()) == [("FA1", 1, DAY), ("FA2", 1, DAY), ("FA2", 2, DAY)]
     assert [p.letter_id for p in book.planned("dunning")] == [
         "R1-C1-20270104-EUR", "R2-C1-20270120-EUR"]
 

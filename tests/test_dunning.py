@@ -17,7 +17,8 @@ from pipeline.settings import DunningSettings
 INDEMNITY = Decimal("40.00")
 SCHEMA = {"invoice_number": pl.String(), "customer_id": pl.String(), "issue_date": pl.Date(),
           "due_date": pl.Date(), "cents": pl.Int64(), "currency": pl.String()}
-NO_SENT = pl.DataFrame(schema={"invoice_number": pl.String(), "level": pl.Int64()})
+NO_SENT = pl.DataFrame(schema={"invoice_number": pl.String(), "level": pl.Int64(),
+                               "day": pl.Date()})
 
 
 def reference_interest(amount: Decimal, rate: Decimal, days: int) -> Decimal:
@@ -34,8 +35,10 @@ def item(number: str, customer: str, due: date, euros: str, currency: str = "EUR
             "cents": int(Decimal(euros) * 100), "currency": currency}
 
 
-def sent_frame(rows: list[tuple[str, int]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=NO_SENT.schema, orient="row") if rows else NO_SENT
+def sent_frame(rows: list[tuple[str, int]] | list[tuple[str, int, date]]) -> pl.DataFrame:
+    """What was sent; a row without a day was sent long ago."""
+    full = [(*row, date(2000, 1, 1)) if len(row) == 2 else row for row in rows]
+    return pl.DataFrame(full, schema=NO_SENT.schema, orient="row") if full else NO_SENT
 
 
 # --- the property: consecutive runs feeding back what was sent -----------------------------
@@ -76,8 +79,10 @@ def test_consecutive_runs_never_dun_twice_never_go_down_and_skip_what_is_settled
     invoices, policy = dict(scenario["invoices"]), scenario["policy"]
     disputed = set(scenario["disputed"])
     run_date = date(2026, 3, 1)
-    sent: list[tuple[str, int]] = []
+    sent: list[tuple[str, int, date]] = []
     highest: dict[str, int] = {}
+    last_day: dict[str, date] = {}
+    thresholds = [level.days for level in policy.levels]
     for gap, actions in scenario["runs"]:
         run_date += timedelta(days=gap)
         for number, action in actions:
@@ -91,9 +96,10 @@ def test_consecutive_runs_never_dun_twice_never_go_down_and_skip_what_is_settled
                 disputed.add(number)
             elif action == "undispute":
                 disputed.discard(number)
+        before = dict(highest)
+        last_day_before = dict(last_day)
         letters = plan_dunning(frame(list(invoices.values())), policy, run_date,
                                sent_frame(sent), set(disputed), INDEMNITY)
-        before = dict(highest)
 
         dunnable = {n: v for n, v in invoices.items()
                     if v["cents"] > 0 and n not in disputed and v["due_date"] < run_date}
@@ -101,7 +107,9 @@ def test_consecutive_runs_never_dun_twice_never_go_down_and_skip_what_is_settled
         for letter in letters:
             assert letter.customer_id not in policy.excluded_customers
             assert letter.records, "a letter always reminds of at least one invoice"
-            assert letter.level == max(level for _, level in letter.records)
+            listed_before = [before.get(line.invoice_number, 0) for line in letter.lines]
+            assert letter.level == max(*(level for _, level in letter.records),
+                                       *listed_before), "never below what a line already got"
             assert letter.level_name == policy.levels[letter.level - 1].name
             assert letter.total_open >= policy.minimum_amount
             listed = {line.invoice_number for line in letter.lines}
@@ -115,29 +123,33 @@ def test_consecutive_runs_never_dun_twice_never_go_down_and_skip_what_is_settled
                     line.open_amount, policy.late_interest_rate, line.days_late)
             for number, level in letter.records:
                 assert number in listed
-                assert level > highest.get(number, 0), "a level is never sent twice or lower"
-                assert (number, level) not in sent
+                assert level == highest.get(number, 0) + 1, "one level at a time, up only"
+                assert (number, level) not in {(n, lv) for n, lv, _ in sent}
                 highest[number] = level
-                sent.append((number, level))
+                last_day[number] = run_date
+                sent.append((number, level, run_date))
                 recorded_now.add(number)
             assert listed == {n for n, v in dunnable.items()
                               if (v["customer_id"], v["currency"]) == (letter.customer_id,
                                                                        letter.currency)}
-        # Exactly the triggered invoices are recorded, each at its due level, unless their
-        # customer is excluded or owes less than the minimum.
+        # Exactly the triggered invoices are recorded, each at the level after the last one,
+        # once late enough and far enough from the last letter, unless their customer is
+        # excluded or owes less than the minimum.
         for number, row in dunnable.items():
             days = (run_date - row["due_date"]).days
-            due_level = sum(1 for level in policy.levels if level.days <= days)
+            done = before.get(number, 0)
+            due = (done < len(thresholds) and days >= thresholds[done]
+                   and (done == 0 or (run_date - last_day_before[number]).days
+                        >= thresholds[done] - thresholds[done - 1]))
             group = [v for v in dunnable.values()
                      if (v["customer_id"], v["currency"]) == (row["customer_id"],
                                                               row["currency"])]
             owed = sum(Decimal(v["cents"]) / 100 for v in group)
-            expected = (due_level > before.get(number, 0)
-                        and row["customer_id"] not in policy.excluded_customers
+            expected = (due and row["customer_id"] not in policy.excluded_customers
                         and owed >= policy.minimum_amount)
             assert (number in recorded_now) == expected
             if expected:
-                assert highest[number] == due_level
+                assert highest[number] == done + 1
 
 
 # --- examples ---------------------------------------------------------------------------
@@ -161,14 +173,30 @@ def test_one_letter_per_customer_at_the_highest_triggered_level() -> None:
                    item("E", "C1", run - timedelta(days=10), "0.00"),     # nothing owed
                    item("F", "C1", run - timedelta(days=10), "-5.00")])   # defensive
     [letter] = plan_dunning(items, DunningSettings(), run, NO_SENT, set(), INDEMNITY)
-    assert (letter.level, letter.level_name, letter.channel) == (3, "formal_notice", "print")
-    assert letter.records == (("A", 3), ("B", 2))
+    # first seen late: the reminder, whatever the days (levels are never skipped)
+    assert (letter.level, letter.level_name, letter.channel) == (1, "reminder", "email")
+    assert letter.records == (("A", 1), ("B", 1))
     assert [line.invoice_number for line in letter.lines] == ["A", "B", "C"]
     assert [line.days_late for line in letter.lines] == [50, 25, 3]
     assert letter.total_open == Decimal("600.00")
     assert letter.total_indemnity == Decimal("120.00")
     assert letter.total_due == letter.total_open + letter.total_interest + Decimal("120.00")
-    assert letter.letter_id == "R3-C1-20260630-EUR"
+    assert letter.letter_id == "R1-C1-20260630-EUR"
+    # 13 days after the reminder (20 - 7) A and B get the second one; A's formal notice
+    # comes 25 days after that (45 - 20)
+    sent = [("A", 1, run), ("B", 1, run)]
+    [later] = plan_dunning(items, DunningSettings(), run + timedelta(days=12),
+                           sent_frame(sent), set(), INDEMNITY)  # A and B: not yet
+    assert (later.level, later.records) == (1, (("C", 1), ("D", 1)))
+    sent += [("C", 1, run + timedelta(days=12)), ("D", 1, run + timedelta(days=12))]
+    [second] = plan_dunning(items, DunningSettings(), run + timedelta(days=13),
+                            sent_frame(sent), set(), INDEMNITY)
+    assert (second.level, second.records) == (2, (("A", 2), ("B", 2)))
+    sent += [("A", 2, run + timedelta(days=13)), ("B", 2, run + timedelta(days=13))]
+    [notice] = plan_dunning(items, DunningSettings(), run + timedelta(days=38),
+                            sent_frame(sent), set(), INDEMNITY)
+    assert (notice.level, notice.level_name, notice.channel) == (3, "formal_notice", "print")
+    assert notice.records == (("A", 3), ("B", 3), ("C", 2), ("D", 2))
 
 
 def test_an_invoice_already_sent_at_its_level_is_listed_but_not_recorded_again() -> None:
@@ -177,14 +205,16 @@ def test_an_invoice_already_sent_at_its_level_is_listed_but_not_recorded_again()
                    item("B", "C1", run - timedelta(days=8), "100.00")])
     [letter] = plan_dunning(items, DunningSettings(), run, sent_frame([("A", 1), ("A", 2)]),
                             set(), INDEMNITY)
-    assert letter.level == 1 and letter.records == (("B", 1),)
+    # A had the second reminder already: the letter listing it is one too
+    assert letter.level == 2 and letter.records == (("B", 1),)
     assert [line.invoice_number for line in letter.lines] == ["A", "B"]
     # everything already sent: no letter
     assert plan_dunning(items, DunningSettings(), run, sent_frame([("A", 2), ("B", 1)]),
                         set(), INDEMNITY) == []
-    # a higher level sent earlier (a skipped level) is never followed by a lower one
-    assert plan_dunning(items, DunningSettings(), run, sent_frame([("A", 3), ("B", 1)]),
-                        set(), INDEMNITY) == []
+    # a letter is never friendlier than what one of its lines already got
+    [firm] = plan_dunning(items, DunningSettings(), run,
+                          sent_frame([("A", 1), ("A", 2), ("A", 3)]), set(), INDEMNITY)
+    assert (firm.level, firm.records) == (3, (("B", 1),))
 
 
 def test_minimum_amount_counts_undisputed_past_due_principal() -> None:
@@ -207,7 +237,7 @@ def test_excluded_and_disputed_are_left_out() -> None:
                    item("C", "C2", run - timedelta(days=30), "100.00")])
     policy = DunningSettings(excluded_customers=["PUBLIC"])
     [letter] = plan_dunning(items, policy, run, NO_SENT, {"B"}, INDEMNITY)
-    assert letter.customer_id == "C2" and letter.level == 2
+    assert letter.customer_id == "C2" and letter.level == 1
     assert [line.invoice_number for line in letter.lines] == ["C"]
 
 

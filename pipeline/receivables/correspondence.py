@@ -102,11 +102,14 @@ class LetterBook:
             return False
         return True
 
-    def sent_levels(self) -> list[tuple[str, int]]:
-        """Every (invoice, level) a planned letter reminds of."""
+    def sent_levels(self) -> list[tuple[str, int, date]]:
+        """Every (invoice, level, day of the letter) a planned letter reminds of."""
         with self.engine.connect() as conn:
-            return [(r.invoice_number, r.level) for r in conn.execute(
-                sa.select(dunning_records.c.invoice_number, dunning_records.c.level))]
+            return [(r.invoice_number, r.level, r.day) for r in conn.execute(
+                sa.select(dunning_records.c.invoice_number, dunning_records.c.level,
+                          letters.c.day).join_from(
+                    dunning_records, letters,
+                    letters.c.letter_id == dunning_records.c.letter_id))]
 
     def planned(self, kind: TKind | None = None) -> list[PlannedLetter]:
         """Every planned letter (of one kind), oldest first."""

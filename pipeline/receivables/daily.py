@@ -190,8 +190,8 @@ def dunning_step(day: Day) -> dict[str, Any]:
     reminder not yet delivered, today's and those a stopped run left."""
     book = OpenItems(day.journal)
     letters = LetterBook(day.journal)
-    sent = pl.DataFrame(letters.sent_levels(), schema={"invoice_number": pl.String(),
-                                                       "level": pl.Int64()}, orient="row")
+    sent = pl.DataFrame(letters.sent_levels(), schema={
+        "invoice_number": pl.String(), "level": pl.Int64(), "day": pl.Date()}, orient="row")
     items = book.items()
     open_ = book.open().join(items.select("invoice_number", "issue_date", "currency"),
                              on="invoice_number")

@@ -8,19 +8,26 @@ The rule, for a run date and a policy of levels (1-based, in order of ``days``):
   ``run_date - due_date``. Only what is still owed counts (``cents`` > 0); paid and fully
   credited invoices are not open items, and disputed invoices are left out entirely
   (neither triggered nor listed).
-- Its *due level* is the highest level whose ``days`` is at most its days late (0 before
-  the first level). It is *triggered* when its due level is above the highest level
-  already sent for it.
+- Levels are never skipped, and follow one another at the policy's pace: an invoice's
+  *next level* is one above the highest already sent for it; it is *triggered* when the
+  invoice is at least that level's ``days`` late and, after an earlier level, at least
+  the gap between the two levels' ``days`` has passed since that letter. An invoice first
+  seen 107 days late gets the reminder, the second reminder 13 days later (20 - 7), the
+  formal notice 25 days after that (45 - 20): nobody gets a formal notice "despite our
+  reminders" that were never sent.
 - Per customer and currency: when at least one invoice is triggered, the customer is not
   excluded, and the customer's past-due amount (undisputed, interest and indemnity left
-  out) is at least ``minimum_amount``, the customer gets ONE letter, at the highest due
-  level of its triggered invoices. The letter lists every past-due undisputed open item
-  of the customer (days late, open amount, late interest to the run date, recovery
-  indemnity) and records ``(invoice, due level)`` for each triggered invoice only.
+  out) is at least ``minimum_amount``, the customer gets ONE letter. Its level is the
+  highest next level of its triggered invoices, or the highest level already sent for an
+  invoice it lists if that is higher (a customer who had a formal notice about one
+  invoice does not get a friendly reminder about it). The letter lists every past-due
+  undisputed open item of the customer (days late, open amount, late interest to the run
+  date, recovery indemnity) and records ``(invoice, next level)`` for each triggered
+  invoice only.
 
-Feeding the records back as ``sent`` on the next run means no ``(invoice, level)`` is
-ever recorded twice and an invoice's recorded levels only go up (a level may be skipped
-when an invoice is first seen late). Late interest is French pro rata temporis interest
+Feeding the records back as ``sent`` (with the day of their letter) on the next run means
+no ``(invoice, level)`` is ever recorded twice and an invoice's levels go up one at a time.
+Late interest is French pro rata temporis interest
 (art. L441-10 Code de commerce): amount x rate / 100 x days / 365, half-up to the cent.
 The recovery indemnity (art. D441-5) is a fixed amount in euros per late invoice; in a
 letter of another currency it is listed, but kept out of ``total_due``.
@@ -172,16 +179,29 @@ class DunningLetter:
                    records=tuple((str(number), int(level)) for number, level in data["records"]))
 
 
-def _highest_sent(sent: pl.DataFrame) -> dict[str, int]:
+def _highest_sent(sent: pl.DataFrame) -> dict[str, tuple[int, date | None]]:
+    """Per invoice, the highest level sent and the day of that letter (None if unknown)."""
     if sent.is_empty() or not {"invoice_number", "level"} <= set(sent.columns):
         return {}
-    top = sent.group_by("invoice_number").agg(pl.col("level").max())
-    return dict(zip(top["invoice_number"].to_list(), top["level"].to_list(), strict=True))
+    days = sent["day"] if "day" in sent.columns else pl.Series([None] * sent.height)
+    top: dict[str, tuple[int, date | None]] = {}
+    for number, level, day in zip(sent["invoice_number"].to_list(), sent["level"].to_list(),
+                                  days.to_list(), strict=True):
+        if level > top.get(number, (0, None))[0]:
+            top[number] = (level, day)
+    return top
 
 
-def _due_level(days_late: int, thresholds: list[int]) -> int:
-    """The highest 1-based level whose days are reached, 0 before the first."""
-    return sum(1 for days in thresholds if days <= days_late)
+def _triggered(days_late: int, last: tuple[int, date | None], run_date: date,
+               thresholds: list[int]) -> int:
+    """The level this run sends for an invoice, 0 if none (rule in the module docstring)."""
+    level, day = last
+    if level >= len(thresholds) or days_late < thresholds[level]:
+        return 0
+    if level and day is not None and (run_date - day).days < (thresholds[level]
+                                                              - thresholds[level - 1]):
+        return 0
+    return level + 1
 
 
 def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: date,
@@ -194,7 +214,8 @@ def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: da
             ``cents`` (still owed), ``currency``.
         policy: ``Settings().receivables.dunning``.
         run_date: the day the letters are dated; days late and interest run to it.
-        sent: ``invoice_number``, ``level`` of the letters already sent (may be empty).
+        sent: ``invoice_number``, ``level`` and ``day`` (of their letter) of the reminders
+            already sent (may be empty; without ``day`` the pace is not checked).
         disputed: invoice numbers in dispute on the run date.
         indemnity: the recovery indemnity per late invoice, in euros
             (``Settings().seller.recovery_indemnity``).
@@ -222,12 +243,13 @@ def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: da
                 due_date=row["due_date"], days_late=days_late, open_amount=amount,
                 interest=late_interest(amount, policy.late_interest_rate, days_late),
                 indemnity=indemnity))
-            due = _due_level(days_late, thresholds)
-            if due > highest.get(row["invoice_number"], 0):
-                records.append((row["invoice_number"], due))
+            last = highest.get(row["invoice_number"], (0, None))
+            if next_level := _triggered(days_late, last, run_date, thresholds):
+                records.append((row["invoice_number"], next_level))
         if not records or sum(line.open_amount for line in lines) < policy.minimum_amount:
             continue
-        level = max(due for _, due in records)
+        level = max(max(due for _, due in records),
+                    *(highest.get(row["invoice_number"], (0, None))[0] for row in rows))
         step = policy.levels[level - 1]
         letters.append(DunningLetter(
             letter_id=letter_id(level, customer_id, run_date, currency),
