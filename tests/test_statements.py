@@ -179,10 +179,13 @@ def letters() -> dict[int, DunningLetter]:
                           "customer_id": ["C1", "C1"], "issue_date": [D(2026, 10, 2)] * 2,
                           "due_date": [due, due + timedelta(days=3)],
                           "cents": [123450, 7890], "currency": ["EUR", "EUR"]})
-    out = {}
-    for days in (9, 24, 49):
-        [letter] = plan_dunning(frame, SETTINGS.receivables.dunning, due + timedelta(days=days),
-                                pl.DataFrame(), set(), SETTINGS.seller.recovery_indemnity)
+    out, sent = {}, []
+    for days in (9, 24, 49):  # each run feeds back what the last one sent
+        run = due + timedelta(days=days)
+        [letter] = plan_dunning(frame, SETTINGS.receivables.dunning, run, pl.DataFrame(
+            sent, schema={"invoice_number": pl.String(), "level": pl.Int64(), "day": pl.Date()},
+            orient="row"), set(), SETTINGS.seller.recovery_indemnity)
+        sent += [(number, level, run) for number, level in letter.records]
         out[letter.level] = letter
     assert sorted(out) == [1, 2, 3]
     return out

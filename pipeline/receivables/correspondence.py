@@ -10,8 +10,10 @@ A planned letter is then delivered like an invoice: its PDF archived first
 (``letters/YYYY/MM/<id>.pdf``), its delivery claimed in the journal (key ``letter:<id>``:
 one winner across runs), handed to the channel's transport (email: a message with the PDF;
 print: the PDF for the print house), recorded ``sent`` or ``written``, and the bytes that
-went out archived. A run that stops between planning and delivering leaves the letter
-planned; the next run renders it again from its payload, to the same bytes, and sends it.
+went out archived. A letter that did not go out on its day (a run stopped between
+planning and delivering, a relay refused it) is never sent stale: the next run withdraws
+it (``withdraw``) and plans what is true that day. One that may have gone out (in doubt)
+stays, for ``--resend-in-doubt``.
 """
 
 from __future__ import annotations
@@ -110,6 +112,22 @@ class LetterBook:
                           letters.c.day).join_from(
                     dunning_records, letters,
                     letters.c.letter_id == dunning_records.c.letter_id))]
+
+    def withdraw(self, letter_id: str) -> None:
+        """Forget a letter that never went out, and the reminders it was to record, so
+        that the next plan says what is true then."""
+        with self.engine.begin() as conn:
+            conn.execute(dunning_records.delete().where(
+                dunning_records.c.letter_id == letter_id))
+            conn.execute(letters.delete().where(letters.c.letter_id == letter_id))
+
+    def has_statements(self, month_start: date) -> bool:
+        """Whether the statements of that month are planned (their ids end ``-YYYY-MM-CCY``)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(letters.c.letter_id).where(
+                (letters.c.kind == "statement")
+                & letters.c.letter_id.like(f"%-{month_start:%Y-%m}-___")).limit(1)).first() \
+                is not None
 
     def planned(self, kind: TKind | None = None) -> list[PlannedLetter]:
         """Every planned letter (of one kind), oldest first."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from pipeline import keys
 from pipeline.archive import read_index
 from pipeline.channels.base import make_transports
 from pipeline.ingest import load_extract
@@ -27,6 +28,7 @@ from pipeline.receivables.aging import paid_in_full
 from pipeline.receivables.aging_report import build_aging_report, write_aging_report
 from pipeline.receivables.collected import send_collected
 from pipeline.receivables.correspondence import (
+    JOURNAL_CHANNEL,
     Envelope,
     LetterBook,
     LetterReport,
@@ -185,37 +187,62 @@ def _counts(planned: int, report: LetterReport) -> dict[str, Any]:
             "in_doubt": report.in_doubt}
 
 
+def _withdraw_stale(day: Day, letters: LetterBook, open_cents: dict[str, int],
+                    disputed: set[str]) -> int:
+    """Withdraw the reminders that never went out and are no longer true: planned another
+    day, or naming an invoice since paid, credited or disputed. Returns how many."""
+    withdrawn = 0
+    for letter in letters.planned("dunning"):
+        key = keys.idempotency_key(letter.letter_id, JOURNAL_CHANNEL)
+        states = {r.state for r in day.journal.rows(invoice=letter.letter_id) if r.key == key}
+        if states & {"sent", "written", "started", "in_doubt"}:
+            continue  # out, or maybe out: never withdrawn
+        lines = DunningLetter.from_dict(letter.payload).lines
+        if letter.day != day.run_date or any(
+                line.invoice_number in disputed
+                or open_cents.get(line.invoice_number) != int(line.open_amount * 100)
+                for line in lines):
+            letters.withdraw(letter.letter_id)
+            withdrawn += 1
+    return withdrawn
+
+
 def dunning_step(day: Day) -> dict[str, Any]:
-    """Plan the day's reminders (each level once per invoice), then deliver every
-    reminder not yet delivered, today's and those a stopped run left."""
+    """Withdraw the reminders that did not go out and are no longer true, plan the day's
+    (each level once per invoice), then deliver what is planned and not yet out."""
     book = OpenItems(day.journal)
     letters = LetterBook(day.journal)
+    disputed = set(Disputes(day.journal).current())
+    open_now = book.open()
+    withdrawn = _withdraw_stale(day, letters, dict(open_now.select(
+        "invoice_number", "cents").iter_rows()), disputed)
     sent = pl.DataFrame(letters.sent_levels(), schema={
         "invoice_number": pl.String(), "level": pl.Int64(), "day": pl.Date()}, orient="row")
     items = book.items()
-    open_ = book.open().join(items.select("invoice_number", "issue_date", "currency"),
-                             on="invoice_number")
+    open_ = open_now.join(items.select("invoice_number", "issue_date", "currency"),
+                          on="invoice_number")
     planned = 0
     for letter in plan_dunning(open_, day.settings.receivables.dunning, day.run_date, sent,
-                               set(Disputes(day.journal).current()),
-                               day.settings.seller.recovery_indemnity):
+                               disputed, day.settings.seller.recovery_indemnity):
         planned += letters.plan(PlannedLetter(letter.letter_id, "dunning", letter.customer_id,
                                               letter.channel, letter.run_date,
                                               letter.to_dict()), letter.records)
-    return _counts(planned, _deliver(day, letters.planned("dunning")))
+    return {**_counts(planned, _deliver(day, letters.planned("dunning"))),
+            "withdrawn": withdrawn}
 
 
 def statements_step(day: Day) -> dict[str, Any]:
-    """On the statement day, every customer's statement of the month before."""
-    if day.run_date.day != day.settings.receivables.statement_day:
-        return {"planned": 0, "skipped": f"statements go out on day "
-                                         f"{day.settings.receivables.statement_day}"}
-    book = OpenItems(day.journal)
+    """From the statement day on, every customer's statement of the month before, planned
+    once; every morning, the planned statements not yet out are delivered (a run that
+    stopped on the 1st is finished on the 2nd)."""
     letters = LetterBook(day.journal)
     planned = 0
-    for statement in statements_for(book.items(), book.allocations(),
-                                    previous_month(day.run_date)):
-        planned += letters.plan(PlannedLetter(statement.statement_id, "statement",
-                                              statement.customer_id, "email", day.run_date,
-                                              statement.to_dict()))
+    month = previous_month(day.run_date)
+    if (day.run_date.day >= day.settings.receivables.statement_day
+            and not letters.has_statements(month)):
+        book = OpenItems(day.journal)
+        for statement in statements_for(book.items(), book.allocations(), month):
+            planned += letters.plan(PlannedLetter(statement.statement_id, "statement",
+                                                  statement.customer_id, "email",
+                                                  day.run_date, statement.to_dict()))
     return _counts(planned, _deliver(day, letters.planned("statement")))

@@ -241,7 +241,13 @@ def statements_for(items: pl.DataFrame, payments: pl.DataFrame,
         payments: as for ``statement_for``.
         month_start: the first day of the month.
     """
-    pairs = items.select("customer_id", "currency").unique().sort("customer_id", "currency")
-    found = (statement_for(customer, items, payments, month_start, currency)
-             for customer, currency in pairs.iter_rows())
+    paid = payments.join(items.select("invoice_number", "customer_id"), on="invoice_number")
+    paid_by = paid.partition_by("customer_id", as_dict=True, include_key=True)
+    empty = paid.clear()
+    found = []
+    # one customer's rows at a time: filtering the whole ledger per customer is quadratic
+    for (customer,), mine in sorted(items.partition_by("customer_id", as_dict=True).items()):
+        theirs = paid_by.get((customer,), empty).drop("customer_id")
+        for currency in sorted(set(mine["currency"].to_list())):
+            found.append(statement_for(customer, mine, theirs, month_start, currency))
     return [s for s in found if s is not None]
