@@ -359,7 +359,14 @@ def ar_import(statements: Annotated[list[Path], typer.Argument(
         report = import_statements(statements, Journal(settings.ledger_url))
     Console().print(f"{report.files} statement file(s): {report.read} payments read, "
                     f"{report.added} new, {report.already} already imported"
-                    + "".join(f", {n} {kind}" for kind, n in sorted(report.by_kind.items())))
+                    + "".join(f", {n} {kind}" for kind, n in sorted(report.by_kind.items()))
+                    + (f"; {report.duplicates} sent twice by the bank, counted once"
+                       if report.duplicates else "")
+                    + (f"; {report.skipped} entries not receivables (pending, own debits)"
+                       if report.skipped else ""), markup=False, highlight=False)
+    for problem in report.problems.values():
+        error(f"not imported: {problem}")
+    raise typer.Exit(ExitCode.SOME_FAILED if report.problems else ExitCode.OK)
 
 
 @ar_app.command("match")
@@ -457,7 +464,8 @@ def ar_daily(extract_dir: Annotated[Path, typer.Argument(
                   f"reminders: {dunning['planned']} planned, {dunning['sent']} sent, "
                   f"{dunning['written']} written; statements: {monthly.get('planned', 0)} "
                   f"planned, {monthly.get('sent', 0)} sent, {monthly.get('written', 0)} written")
-    problems = {**result["collected"].get("failed", {}), **dunning["failed"],
+    problems = {**result["import"]["problems"], **result["collected"].get("failed", {}),
+                **dunning["failed"],
                 **dunning["in_doubt"], **monthly.get("failed", {}), **monthly.get("in_doubt", {})}
     for what, why in problems.items():
         error(f"{what}: {why}")

@@ -55,7 +55,7 @@ def test_a_statement_written_by_hand_reads_with_the_right_amounts_and_references
 @pytest.mark.parametrize(("change", "message"), [
     (lambda x: x.replace(b"<Amt Ccy=\"EUR\">1234.56</Amt>\n        <CdtDbtInd>",
                          b"<Amt Ccy=\"EUR\">12,34</Amt>\n        <CdtDbtInd>"),
-     "entry 1: Amt '12,34' is not a number"),
+     "entry 1: Amt '12,34' is not an amount"),
     (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"EUR\">300.11</Amt>"),
      "entry 2: its transactions add up to 3300.11, the entry says 3300.10"),
     (lambda x: x.replace(b"<CdtDbtInd>CRDT</CdtDbtInd>\n        <Sts>", b"<Sts>", 1),
@@ -63,6 +63,16 @@ def test_a_statement_written_by_hand_reads_with_the_right_amounts_and_references
     (lambda x: x.replace(b"BkToCstmrStmt", b"BkToCstmrDbtCdtNtfctn"),
      "not a camt.053 statement"),
     (lambda x: x[:200], "not XML"),
+    (lambda x: x.replace(b"<ValDt><Dt>2026-11-28</Dt>", b"<ValDt><Dt>2026-11-31</Dt>"),
+     "entry 2: ValDt/Dt '2026-11-31' is not a date"),
+    (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"EUR\">1E+30</Amt>"),
+     "entry 2 TxDtls 3: Amt '1E\\+30' is not an amount"),
+    (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"EUR\">"
+                         b"99999999999999999999.99</Amt>"), "entry 2 TxDtls 3: Amt '9+"),
+    (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"eur\">300.10</Amt>"),
+     "entry 2 TxDtls 3: Amt Ccy 'eur' is not an ISO 4217 currency"),
+    (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"USD\">300.10</Amt>"),
+     "entry 2 TxDtls 3: Amt in USD, its entry in EUR"),
 ])
 def test_a_bad_statement_names_the_file_entry_and_element(change, message, tmp_path) -> None:
     with pytest.raises(StatementError, match="camt053_by_hand.xml: .*" + message.replace(
@@ -81,13 +91,52 @@ def test_importing_a_statement_twice_adds_nothing(tmp_path: Path) -> None:
     journal.dispose()
 
 
+def _variant(tmp_path: Path, name: str, *changes: tuple[bytes, bytes]) -> Path:
+    data = BY_HAND.read_bytes()
+    for old, new in changes:
+        assert old in data
+        data = data.replace(old, new)
+    (tmp_path / name).write_bytes(data)
+    return tmp_path / name
+
+
+def test_what_a_bank_sends_twice_counts_once_and_a_clash_of_ids_is_loud(tmp_path) -> None:
+    """The same transactions under another statement id are the bank's duplicate (same
+    reference, amount and value date); a statement id reused with other money is refused
+    whole, naming both files, and the morning's other files are imported all the same."""
+    journal = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    again = _variant(tmp_path, "again.xml", (b"<Id>STMT-2026-11-27</Id>",
+                                             b"<Id>STMT-2026-11-27-CORR</Id>"))
+    clash = _variant(tmp_path, "clash.xml", (b"<Amt Ccy=\"EUR\">300.10</Amt>",
+                                             b"<Amt Ccy=\"EUR\">300.20</Amt>"),
+                     (b"<Amt Ccy=\"EUR\">3300.10</Amt>", b"<Amt Ccy=\"EUR\">3300.20</Amt>"))
+    broken = _variant(tmp_path, "broken.xml", (b"<ValDt><Dt>2026-11-28</Dt>",
+                                               b"<ValDt><Dt>2026-11-31</Dt>"))
+    report = import_statements([BY_HAND, broken, again, clash, tmp_path / "gone.xml"], journal)
+    assert (report.files, report.added, report.duplicates) == (2, 5, 5)
+    assert set(report.problems) == {str(broken), str(clash), str(tmp_path / "gone.xml")}
+    assert "is not a date" in report.problems[str(broken)]
+    assert "STMT-2026-11-27/2/3 was imported from" in report.problems[str(clash)]
+    assert "300.10 EUR on 2026-11-28, here it says 300.20 EUR" in report.problems[str(clash)]
+    assert PaymentBook(journal).count() == 5
+
+
+def test_a_credit_reversing_our_own_debit_is_not_a_receivable(tmp_path) -> None:
+    changed = _variant(tmp_path, "reversal.xml", (
+        b"<CdtDbtInd>DBIT</CdtDbtInd>\n        <RvslInd>true</RvslInd>",
+        b"<CdtDbtInd>CRDT</CdtDbtInd>\n        <RvslInd>true</RvslInd>"))
+    [statement] = read_statement(changed.read_bytes(), str(changed))
+    assert {p.kind for p in statement.payments} == {"credit"}
+    assert len(statement.payments) == 4 and statement.skipped == 3
+
+
 def test_ar_import_on_the_command_line(tmp_path: Path) -> None:
     command = [str(INVOICES_CLI), "ar", "import", str(BY_HAND), "--home", str(tmp_path)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     said = " ".join(first.stdout.split())
     assert said == "1 statement file(s): 5 payments read, 5 new, 0 already imported, 4 credit, " \
-                   "1 return", said
+                   "1 return; 2 entries not receivables (pending, own debits)", said
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert "0 new, 5 already imported" in " ".join(again.stdout.split())
 

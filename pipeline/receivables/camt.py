@@ -2,10 +2,11 @@
 
 A statement (``Stmt``) lists booked entries (``Ntry``); an entry the bank batched holds
 several transactions (``NtryDtls/TxDtls``), each with its own amount, payer and remittance
-information, so each transaction is one payment. Credits are payments in; a reversal or a
-returned direct debit (a debit the bank marks as a return) is kept as a negative payment,
+information, so each transaction is one payment. Credits are payments in; a debit the bank
+marks as a reversal or a return (a returned direct debit) is kept as a negative payment,
 so the money it takes back is matched against what it had paid. Other debits are the
-seller's own payments: not receivables, left out.
+seller's own payments, and a credit that reverses one of them gives back the seller's own
+money: neither is a receivable, both are counted as skipped, as are pending entries.
 
 The reader is namespace-agnostic: every camt.053 version (001.02 to 001.13) names these
 elements alike. Anything a payment cannot do without (amount, currency, credit/debit
@@ -15,10 +16,12 @@ entry and the element: a statement is imported whole or not at all.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from babel.numbers import list_currencies
 from lxml import etree
 
 from pipeline.errors import PipelineError
@@ -27,6 +30,10 @@ __all__ = ["BankPayment", "Statement", "StatementError", "read_statement"]
 
 # Bank transaction codes (ISO 20022 external code list) of a return or a reversal.
 _RETURN_CODES = {"RRTN", "RPCR", "UPDD", "PRDD", "RCDD", "ARET", "DDRJ"}
+# An ISO 20022 amount as a payment carries it: digits, at most two decimals, no exponent,
+# at most 16 digits before the point (the schema's 18 in all).
+_AMOUNT = re.compile(r"\d{1,16}(\.\d{1,2})?")
+_CURRENCIES = frozenset(list_currencies())
 
 
 class StatementError(PipelineError):
@@ -71,6 +78,9 @@ class Statement:
     statement_id: str
     iban: str | None
     payments: tuple[BankPayment, ...]
+    skipped: int = 0
+    """Entries that are not receivables: pending, the seller's own debits and their
+    reversals."""
 
 
 def _children(node: etree._Element, name: str) -> list[etree._Element]:
@@ -92,26 +102,32 @@ def _text(node: etree._Element | None, path: str) -> str | None:
     return text or None
 
 
-def _date(node: etree._Element | None, path: str) -> date | None:
+def _date(node: etree._Element | None, path: str, where: str) -> date | None:
     """``Dt``, or the date of ``DtTm``."""
-    text = _text(node, f"{path}/Dt") or (_text(node, f"{path}/DtTm") or "")[:10]
-    return date.fromisoformat(text) if text else None
+    for element, text in ((f"{path}/Dt", _text(node, f"{path}/Dt")),
+                          (f"{path}/DtTm", (_text(node, f"{path}/DtTm") or "")[:10])):
+        if text:
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"{where}: {element} {text!r} is not a date") from None
+    return None
 
 
 def _amount(node: etree._Element, where: str) -> tuple[Decimal, str]:
     amt = _find(node, "Amt")
     if amt is None or not (amt.text or "").strip():
         raise ValueError(f"{where}: Amt is missing")
-    try:
-        value = Decimal(amt.text.strip())
-    except InvalidOperation:
-        raise ValueError(f"{where}: Amt {amt.text.strip()!r} is not a number") from None
-    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
-        raise ValueError(f"{where}: Amt {value} is not an amount in cents")
+    text = amt.text.strip()
+    if not _AMOUNT.fullmatch(text):
+        raise ValueError(f"{where}: Amt {text[:40]!r} is not an amount (digits, at most two "
+                         "decimals)")
     currency = amt.get("Ccy")
     if not currency:
         raise ValueError(f"{where}: Amt has no Ccy")
-    return value, currency
+    if currency not in _CURRENCIES:
+        raise ValueError(f"{where}: Amt Ccy {currency[:10]!r} is not an ISO 4217 currency")
+    return Decimal(text), currency
 
 
 def _is_return(entry: etree._Element) -> bool:
@@ -125,14 +141,17 @@ def _party_name(tx: etree._Element | None) -> str | None:
 
 
 def _payments(statement_id: str, number: int, entry: etree._Element, where: str
-              ) -> list[BankPayment]:
+              ) -> list[BankPayment] | None:
+    """The entry's payments; None when it is not a receivable (see the module docstring)."""
     indicator = _text(entry, "CdtDbtInd")
     if indicator not in ("CRDT", "DBIT"):
         raise ValueError(f"{where}: CdtDbtInd is {indicator!r}, not CRDT or DBIT")
-    returned = _is_return(entry)
+    returned = indicator == "DBIT" and _is_return(entry)
     if indicator == "DBIT" and not returned:
-        return []  # the seller's own payment: not a receivable
-    value_date = _date(entry, "ValDt") or _date(entry, "BookgDt")
+        return None  # the seller's own payment
+    if indicator == "CRDT" and _text(entry, "RvslInd") == "true":
+        return None  # the seller's own payment, reversed: its money back
+    value_date = _date(entry, "ValDt", where) or _date(entry, "BookgDt", where)
     if value_date is None:
         raise ValueError(f"{where}: neither ValDt nor BookgDt")
     entry_amount, currency = _amount(entry, where)
@@ -143,6 +162,8 @@ def _payments(statement_id: str, number: int, entry: etree._Element, where: str
         here = f"{where} TxDtls {n}"
         if tx is not None and _find(tx, "Amt") is not None:
             amount, tx_currency = _amount(tx, here)
+            if tx_currency != currency:
+                raise ValueError(f"{here}: Amt in {tx_currency}, its entry in {currency}")
         elif len(details) > 1:
             raise ValueError(f"{here}: a batched entry needs each transaction's Amt")
         else:
@@ -151,7 +172,8 @@ def _payments(statement_id: str, number: int, entry: etree._Element, where: str
         found.append(BankPayment(
             statement_id=statement_id, entry=number, transaction=n,
             kind="return" if returned else "credit", amount=sign * amount,
-            currency=tx_currency, booking_date=_date(entry, "BookgDt"), value_date=value_date,
+            currency=tx_currency, booking_date=_date(entry, "BookgDt", where),
+            value_date=value_date,
             debtor_name=_party_name(tx),
             debtor_iban=(_text(tx, "RltdPties/DbtrAcct/Id/IBAN") or "").replace(" ", "") or None,
             creditor_reference=_text(tx, "RmtInf/Strd/CdtrRefInf/Ref"),
@@ -187,15 +209,20 @@ def read_statement(data: bytes, source: str) -> list[Statement]:
         if not statement_id:
             raise StatementError(f"{source}: statement {s} has no Id")
         payments: list[BankPayment] = []
+        skipped = 0
         for e, entry in enumerate(_children(stmt, "Ntry"), start=1):
             status = _text(entry, "Sts/Cd") or _text(entry, "Sts")  # 001.08+, or 001.02
-            if status not in (None, "BOOK"):
-                continue  # pending or informational: not money yet
             try:
-                payments += _payments(statement_id, e, entry, f"statement {statement_id} entry {e}")
+                found = (_payments(statement_id, e, entry, f"statement {statement_id} entry {e}")
+                         if status in (None, "BOOK") else None)  # pending: not money yet
             except ValueError as exc:
                 raise StatementError(f"{source}: {exc}") from exc
-        statements.append(Statement(statement_id, _text(stmt, "Acct/Id/IBAN"), tuple(payments)))
+            if found is None:
+                skipped += 1
+            else:
+                payments += found
+        statements.append(Statement(statement_id, _text(stmt, "Acct/Id/IBAN"), tuple(payments),
+                                    skipped))
     if not statements:
         raise StatementError(f"{source}: no Stmt in the file")
     return statements

@@ -96,12 +96,15 @@ def previous_month(day: date) -> date:
     return (day.replace(day=1) - timedelta(days=1)).replace(day=1)
 
 
-def import_step(day: Day, statements: Sequence[Path]) -> dict[str, int]:
-    """Load the statements' payments (those already imported add nothing)."""
+def import_step(day: Day, statements: Sequence[Path]) -> dict[str, Any]:
+    """Load the statements' payments (those already imported add nothing); a file that
+    cannot be read is reported, and the morning goes on with the others."""
     if not statements:
-        return {"files": 0, "added": 0, "already": 0}
+        return {"files": 0, "added": 0, "already": 0, "problems": {}}
     report = import_statements(statements, day.journal)
-    return {"files": report.files, "added": report.added, "already": report.already}
+    return {"files": report.files, "added": report.added, "already": report.already,
+            "duplicates": report.duplicates, "skipped": report.skipped,
+            "problems": report.problems}
 
 
 def match_step(day: Day) -> dict[str, Any]:
