@@ -19,10 +19,12 @@ import re
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -57,7 +59,7 @@ def reported(verbose: bool) -> Iterator[None]:
     """
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, typer.BadParameter):  # a usage error is printed as such (exit 2)
         raise
     except PipelineError as exc:
         if verbose:
@@ -336,6 +338,20 @@ ar_app = typer.Typer(no_args_is_help=True,
 app.add_typer(ar_app, name="ar")
 
 
+def _ledger(settings: Any, must_exist: bool = True) -> Any:
+    """The ledger of the home; a home without one is a usage error, not a crash."""
+    from pipeline.journal import Journal
+
+    url = settings.ledger_url
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if must_exist and not path.is_file():
+            raise typer.BadParameter(f"{settings.home} has no ledger ({path.name}): bill or "
+                                     "import statements there first, or give --home")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return Journal(url)
+
+
 def _holder(command: str) -> str:
     """Who holds the receivables lease, as another run's message shows it."""
     import socket
@@ -349,14 +365,13 @@ def ar_import(statements: Annotated[list[Path], typer.Argument(
               home: HomeOption = Path("var"), verbose: VerboseOption = False) -> None:
     """Load the payments of bank statements (camt.053) into the ledger, once each: a
     statement imported again adds nothing."""
-    from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
     from pipeline.receivables.payments import import_statements
 
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings)
-        report = import_statements(statements, Journal(settings.ledger_url))
+        report = import_statements(statements, _ledger(settings, must_exist=False))
     Console().print(f"{report.files} statement file(s): {report.read} payments read, "
                     f"{report.added} new, {report.already} already imported"
                     + "".join(f", {n} {kind}" for kind, n in sorted(report.by_kind.items()))
@@ -383,7 +398,6 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
     pass could place, for a person (``invoices ar allocate``)."""
     from pipeline.archive import read_index
     from pipeline.ingest import load_extract
-    from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
     from pipeline.receivables.lease import receivables_lease
     from pipeline.receivables.open_items import OpenItems, customer_names, match_payments
@@ -392,7 +406,7 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings)
-        journal = Journal(settings.ledger_url)
+        journal = _ledger(settings)
         with receivables_lease(journal, _holder("ar match")):
             added = OpenItems(journal).refresh(read_index(open_storage(settings)))
             report = match_payments(
@@ -403,7 +417,8 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
                     + ", ".join(f"{name} {n}" for name, n in report.by_pass.items())
                     + f"; {report.unallocated.height} left for a person")
     for row in report.unallocated.iter_rows(named=True):
-        Console().print(f"  {row['payment_key']}: {row['cents'] / 100:.2f} {row['why']}")
+        Console().print(f"  {row['payment_key']}: {Decimal(row['cents']).scaleb(-2)} "
+                        f"{row['why']}", markup=False, highlight=False)
 
 
 @ar_app.command("allocate")
@@ -413,7 +428,6 @@ def ar_allocate(payment: Annotated[str, typer.Argument(help="Payment key (ar mat
     """A person's decision: the payment's unplaced money to these invoices, in this order."""
     import getpass
 
-    from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
     from pipeline.receivables.lease import receivables_lease
     from pipeline.receivables.open_items import allocate
@@ -421,14 +435,18 @@ def ar_allocate(payment: Annotated[str, typer.Argument(help="Payment key (ar mat
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings)
-        journal = Journal(settings.ledger_url)
+        journal = _ledger(settings)
         try:
             with receivables_lease(journal, _holder("ar allocate")):
                 granted = allocate(journal, payment, invoices, getpass.getuser())
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+    if not granted:
+        error(f"{payment}: nothing allocated (its money is spent, or those invoices owe "
+              "nothing)")
+        raise typer.Exit(ExitCode.SOME_FAILED)
     for number, amount in granted:
-        Console().print(f"{payment}: {amount} to {number}")
+        Console().print(f"{payment}: {amount} to {number}", markup=False, highlight=False)
 
 
 @ar_app.command("daily")
@@ -448,6 +466,7 @@ def ar_daily(extract_dir: Annotated[Path, typer.Argument(
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings)
+        _ledger(settings)
         _prepare_prefect(settings.home, verbose)
         from flows.receivables_daily import receivables_daily
 
@@ -491,7 +510,6 @@ def ar_aging(as_of: Annotated[datetime | None, typer.Option(
     from rich.text import Text
 
     from pipeline.ingest import load_extract
-    from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
     from pipeline.receivables.aging_report import build_aging_report, write_aging_report
     from pipeline.receivables.disputes import Disputes
@@ -501,9 +519,9 @@ def ar_aging(as_of: Annotated[datetime | None, typer.Option(
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings, writing=False)
-        journal = Journal(settings.ledger_url)
+        journal = _ledger(settings)
         book = OpenItems(journal)
-        day = as_of.date() if as_of else date.today()
+        day = as_of.date() if as_of else datetime.now(ZoneInfo("Europe/Paris")).date()
         names: pl.DataFrame | dict[str, str] = (
             load_extract(extract_dir).customers if extract_dir else {})
         report = build_aging_report(book.items(), book.allocations(), day, names,
@@ -555,7 +573,6 @@ def _decide(number: str, disputed: bool, reason: str, home: Path, verbose: bool)
 
     import polars as pl
 
-    from pipeline.journal import Journal
     from pipeline.preflight import check_settings, load_settings
     from pipeline.receivables.disputes import Disputes
     from pipeline.receivables.open_items import OpenItems
@@ -563,7 +580,7 @@ def _decide(number: str, disputed: bool, reason: str, home: Path, verbose: bool)
     with reported(verbose):
         settings = load_settings(home=home)
         check_settings(settings)
-        journal = Journal(settings.ledger_url)
+        journal = _ledger(settings)
         if OpenItems(journal).items().filter(pl.col("invoice_number") == number).is_empty():
             raise typer.BadParameter(f"{number} is not a delivered invoice (ar match adds "
                                      "delivered invoices to the open items)")

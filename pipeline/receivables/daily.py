@@ -74,8 +74,12 @@ class Day:
     the platform first)."""
     journal: Journal = field(init=False)
     storage: Storage = field(init=False)
+    customers: pl.DataFrame = field(init=False)
 
     def __post_init__(self) -> None:
+        """Read the extract's customers first: without them no letter can be addressed,
+        and a morning that cannot finish should not start."""
+        self.customers = load_extract(self.extract_dir).customers
         self.journal = Journal(self.settings.ledger_url)
         self.storage = open_storage(self.settings)
 
@@ -112,7 +116,7 @@ def match_step(day: Day) -> dict[str, Any]:
     book = OpenItems(day.journal)
     added = book.refresh(read_index(day.storage))
     report = match_payments(day.journal, day.settings.receivables.oldest_first,
-                            customer_names(_customers(day)))
+                            customer_names(day.customers))
     return {"new_items": added, "payments": report.payments, "by_pass": report.by_pass,
             "for_a_person": report.unallocated.height}
 
@@ -135,7 +139,7 @@ def aging_step(day: Day) -> dict[str, Any]:
     """The aged balance and KPIs as of the run date: Parquet and HTML in the reports."""
     book = OpenItems(day.journal)
     items = book.items()
-    customers = _customers(day)
+    customers = day.customers
     disputed = set(Disputes(day.journal).current())
     report = build_aging_report(items, book.allocations(), day.run_date, customers, disputed)
     paths = write_aging_report(report, day.reports_dir(),
@@ -144,14 +148,10 @@ def aging_step(day: Day) -> dict[str, Any]:
             "markdown": report.as_markdown()}
 
 
-def _customers(day: Day) -> pl.DataFrame:
-    return load_extract(day.extract_dir).customers
-
-
 def _recipients(day: Day) -> dict[str, tuple[Recipient, str | None]]:
     """Each customer's address for letters, and email address."""
     return {row["customer_id"]: (Recipient.from_row(row), row.get("email"))
-            for row in _customers(day).iter_rows(named=True)}
+            for row in day.customers.iter_rows(named=True)}
 
 
 def _deliver(day: Day, planned: list[PlannedLetter]) -> LetterReport:

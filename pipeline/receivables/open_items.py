@@ -211,37 +211,63 @@ def match_payments(journal: Journal, oldest_first: bool = False,
     now = datetime.now(UTC)
     book.reverse_returned(book.unplaced_payments(), now)  # reopens what they had paid
     pays = book.unplaced_payments()  # with debtor_name
-    result = match(pays, book.open(), book.known_ibans(), oldest_first,
-                   customer_names=customer_names, issued=book.items())
+    issued = book.items()
+    open_ = book.open().join(issued.select("invoice_number", "currency"), on="invoice_number")
+    known = book.known_ibans()
+    results = [  # money pays what is owed in its own currency only
+        match(pays.filter(pl.col("currency") == currency),
+              open_.filter(pl.col("currency") == currency).drop("currency"), known,
+              oldest_first, customer_names=customer_names,
+              issued=issued.filter(pl.col("currency") == currency))
+        for currency in sorted(set(pays["currency"].to_list()))]
+    placed = [r.allocations for r in results if r.allocations.height]
     book.record([{"payment_key": r["payment_key"], "invoice_number": r["invoice_number"],
                   "cents": r["cents"], "pass": r["pass"],
                   "confidence": r["confidence"], "decided_by": "matching", "at": now}
-                 for r in result.allocations.iter_rows(named=True)])
-    counts = result.counts()
-    return MatchReport(pays.height, {p: counts[p] for p in PASSES}, result.unallocated)
+                 for frame in placed for r in frame.iter_rows(named=True)])
+    counts = {p: sum(r.counts()[p] for r in results) for p in PASSES}
+    unallocated = (pl.concat([r.unallocated for r in results]) if results else
+                   pl.DataFrame(schema={"payment_key": pl.String(), "cents": pl.Int64(),
+                                        "why": pl.String()}))
+    return MatchReport(pays.height, counts, unallocated)
 
 
 def allocate(journal: Journal, payment_key: str, numbers: Sequence[str],
              decided_by: str) -> list[tuple[str, Decimal]]:
-    """A person's decision: the payment's unplaced money to these invoices, in this order.
+    """A person's decision: the payment's unplaced money to these invoices, in this order;
+    for a return, the money it took back from these invoices (which reopens them).
 
     Raises:
-        ValueError: an unknown payment, nothing left on it, or an invoice with nothing open.
+        ValueError: an unknown payment, nothing left on it, an invoice named twice, one with
+            nothing open (or, for a return, nothing paid), or in another currency.
     """
+    if len(set(numbers)) != len(numbers):
+        raise ValueError("an invoice is named twice")
     book = OpenItems(journal)
     pays = book.unplaced_payments().filter(pl.col("key") == payment_key)
     if pays.is_empty():
         raise ValueError(f"payment {payment_key}: unknown, or wholly allocated already")
-    left = int(pays["cents"][0])
-    open_ = dict(book.open().select("invoice_number", "cents").iter_rows())
+    left, currency = int(pays["cents"][0]), str(pays["currency"][0])
+    items_ = book.items()
+    currencies = dict(items_.select("invoice_number", "currency").iter_rows())
+    if left > 0:
+        room = dict(book.open().select("invoice_number", "cents").iter_rows())
+        what = "not an open item"
+    else:  # a return: what each invoice was paid, to be taken back
+        room = dict(book.allocations().group_by("invoice_number").agg(
+            pl.col("cents").sum()).filter(pl.col("cents") > 0).iter_rows())
+        what = "paid nothing a return could take back"
     granted: list[tuple[str, int]] = []
     for number in numbers:
-        if number not in open_:
-            raise ValueError(f"invoice {number}: not an open item")
-        cents = min(left, int(open_[number]))
+        if number not in room:
+            raise ValueError(f"invoice {number}: {what}")
+        if currencies.get(number) != currency:
+            raise ValueError(f"invoice {number} is in {currencies.get(number)}, the payment "
+                             f"in {currency}")
+        cents = min(abs(left), int(room[number]))
         if cents > 0:
-            granted.append((number, cents))
-            left -= cents
+            granted.append((number, cents if left > 0 else -cents))
+            left -= cents if left > 0 else -cents
     now = datetime.now(UTC)
     book.record([{"payment_key": payment_key, "invoice_number": n, "cents": c,
                   "pass": "manual", "confidence": 1.0, "decided_by": decided_by, "at": now}
