@@ -308,3 +308,48 @@ def test_one_receivables_writer_at_a_time(tmp_path) -> None:
     with receivables_lease(journal, "run D"):
         with journal.engine.connect() as conn:
             assert conn.execute(sa.select(leases.c.holder)).scalar() == "run D"
+
+
+def _payment(key: str, cents: int, day: date, e2e: str, kind: str = "credit"):
+    from pipeline.receivables.camt import BankPayment
+
+    statement, entry, tx = key.split("/")
+    return BankPayment(statement, int(entry), int(tx), kind, Decimal(cents).scaleb(-2), "EUR",
+                       day, day, "Client SA", "FR7630001007941234567890185", None, None,
+                       f"REF-{key}", e2e)
+
+
+def test_one_return_takes_back_one_credit_once(tmp_path) -> None:
+    """Two monthly direct debits under one mandate reference, then one return: only the
+    latest credit before it is taken back, and only once, however often matching runs."""
+    from pipeline.receivables.open_items import OpenItems, allocate, match_payments
+
+    journal = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    book = OpenItems(journal)
+    index = pl.DataFrame({
+        "invoice_number": ["FA1", "FA2", "FA3"], "customer_id": ["C1"] * 3,
+        "invoice_type": ["invoice"] * 3, "issue_date": [date(2026, 1, 1)] * 3,
+        "due_date": [date(2026, 1, 5), date(2026, 2, 5), date(2026, 3, 5)],
+        "total_gross": pl.Series([Decimal("99.00"), Decimal("99.00"), Decimal("100.00")],
+                                 dtype=pl.Decimal(18, 2)),
+        "currency": ["EUR"] * 3, "credited_invoice_number": [None] * 3})
+    book.refresh(index)
+    PaymentBook(journal).add([_payment("S1/1/1", 9900, date(2026, 1, 5), "MANDATE-42"),
+                              _payment("S2/1/1", 9900, date(2026, 2, 5), "MANDATE-42"),
+                              _payment("S3/1/1", 12000, date(2026, 3, 5), "MANDATE-43")], "x")
+    allocate(journal, "S1/1/1", ["FA1"], "clerk")
+    allocate(journal, "S2/1/1", ["FA2"], "clerk")
+    allocate(journal, "S3/1/1", ["FA3"], "clerk")
+    assert book.open().is_empty()
+    PaymentBook(journal).add([_payment("S4/1/1", -9900, date(2026, 2, 12), "MANDATE-42",
+                                       "return"),
+                              _payment("S5/1/1", -12000, date(2026, 3, 9), "MANDATE-43",
+                                       "return")], "y")
+    for _ in range(3):
+        report = match_payments(journal)
+    still = dict(book.open().select("invoice_number", "cents").iter_rows())
+    assert still == {"FA2": 9900, "FA3": 10000}  # FA1 stays paid; FA3 reopened once
+    # the 20.00 the credit had over (FA3 owed 100.00 of its 120.00) went back too
+    assert dict(book.unplaced_payments().select("key", "cents").iter_rows()) == {
+        "S3/1/1": 2000, "S5/1/1": -2000}
+    assert set(report.unallocated["why"]) == {"returned by the payer's bank"}

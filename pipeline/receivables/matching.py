@@ -62,7 +62,7 @@ import polars as pl
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA
 
-__all__ = ["Matching", "match", "normalize", "name_key", "PASSES"]
+__all__ = ["Matching", "match", "pair_returns", "normalize", "name_key", "PASSES"]
 
 PASSES = ("reference", "fuzzy_reference", "iban_amount", "iban_sum", "subset_sum",
           "oldest_first")
@@ -159,27 +159,59 @@ def _one_customer(ibans: pl.DataFrame) -> pl.DataFrame:
     return both.join(single.select("debtor_iban"), on="debtor_iban")
 
 
+def pair_returns(credits: pl.DataFrame, returns: pl.DataFrame) -> pl.DataFrame:
+    """Which credit each return takes back: ``return_key``, ``credit_key``.
+
+    A return names the credit by its end-to-end id and amount; when several credits share
+    them (monthly direct debits under one mandate reference), it takes the latest one
+    before it that no earlier return took. Deterministic over the whole history, so the
+    pairs of past returns never change when new payments arrive.
+
+    Args:
+        credits: ``key``, ``cents`` (> 0), ``value_date``, ``end_to_end_id``.
+        returns: ``key``, ``cents`` (< 0), ``value_date``, ``end_to_end_id``.
+    """
+    pairs: list[tuple[str, str]] = []
+    if returns.height and credits.height:
+        candidates = (returns.filter(pl.col("end_to_end_id").is_not_null())
+                      .select(pl.col("key").alias("return_key"), "end_to_end_id",
+                              pl.col("value_date").alias("returned_on"),
+                              amount=-pl.col("cents"))
+                      .join(credits.select(pl.col("key").alias("credit_key"),
+                                           "end_to_end_id", "value_date",
+                                           amount=pl.col("cents")),
+                            on=["end_to_end_id", "amount"])
+                      .filter(pl.col("value_date") <= pl.col("returned_on"))
+                      .sort(["returned_on", "return_key", "value_date", "credit_key"],
+                            descending=[False, False, True, True]))
+        taken: set[str] = set()
+        done: set[str] = set()
+        for ret, credit in candidates.select("return_key", "credit_key").iter_rows():
+            if ret not in done and credit not in taken:
+                pairs.append((ret, credit))
+                done.add(ret)
+                taken.add(credit)
+    return pl.DataFrame(pairs, schema={"return_key": pl.String(), "credit_key": pl.String()},
+                        orient="row")
+
+
 def _without_returned(payments: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The credits to match, and what no pass is for (``key``, ``cents``, ``why``): a return
-    (negative) cancels the credit of the same end-to-end id and amount, so neither pays
+    (negative) cancels the one credit it takes back (``pair_returns``), so neither pays
     anything; a return of no credit we hold is for a person."""
     credits = payments.filter(pl.col("cents") > 0)
     returns = payments.filter(pl.col("cents") < 0)
     if "end_to_end_id" not in payments.columns:
         return credits, returns.select("key", "cents", why=pl.lit("a return of no credit "
                                                                   "we hold"))
-    back = returns.select("key", "end_to_end_id", amount=-pl.col("cents"))
-    taken = credits.join(back, left_on=["end_to_end_id", "cents"],
-                         right_on=["end_to_end_id", "amount"], how="semi")
-    paired = returns.join(credits.select("end_to_end_id", amount=-pl.col("cents")),
-                          left_on=["end_to_end_id", "cents"],
-                          right_on=["end_to_end_id", "amount"], how="semi")
+    pairs = pair_returns(credits, returns)
+    paired = set(pairs["return_key"]) | set(pairs["credit_key"])
     aside = pl.concat([
-        pl.concat([taken, paired]).select("key", "cents",
-                                          why=pl.lit("returned by the payer's bank")),
-        returns.join(paired.select("key"), on="key", how="anti").select(
+        payments.filter(pl.col("key").is_in(sorted(paired))).select(
+            "key", "cents", why=pl.lit("returned by the payer's bank")),
+        returns.filter(~pl.col("key").is_in(sorted(paired))).select(
             "key", "cents", why=pl.lit("a return of no credit we hold"))])
-    return credits.join(taken.select("key"), on="key", how="anti"), aside
+    return credits.filter(~pl.col("key").is_in(sorted(paired))), aside
 
 
 def _by_name(pays: pl.DataFrame, customer_names: pl.DataFrame | None) -> pl.DataFrame:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from pipeline.journal import Journal
 from pipeline.receivables.aging import open_amounts
-from pipeline.receivables.matching import PASSES, match
+from pipeline.receivables.matching import PASSES, match, pair_returns
 from pipeline.receivables.payments import PaymentBook, payments
 
 __all__ = ["OpenItems", "MatchReport", "match_payments", "allocate", "item_rows",
@@ -138,26 +138,42 @@ class OpenItems:
                 .with_columns(cents=pl.col("cents") - pl.col("used").fill_null(0))
                 .filter(pl.col("cents") != 0).drop("used"))
 
+    def return_pairs(self) -> pl.DataFrame:
+        """Which credit each return took back, over the whole history (``pair_returns``
+        on the amounts as the bank booked them)."""
+        with self.engine.connect() as conn:
+            every = _read(sa.select(payments.c.key, payments.c.cents, payments.c.value_date,
+                                    payments.c.end_to_end_id), conn, key=pl.String(),
+                          cents=pl.Int64(), value_date=pl.Date(), end_to_end_id=pl.String())
+        return pair_returns(every.filter(pl.col("cents") > 0), every.filter(pl.col("cents") < 0))
+
     def reverse_returned(self, unplaced: pl.DataFrame, at: datetime) -> int:
         """A return of a credit already allocated takes the money back from the invoices it
-        paid: allocation rows of the return's key, negative, reopen them. Returns how many
+        paid: allocation rows of the return's key, negative, reopen them, never more than
+        the credit gave each invoice nor than the return's own amount. Returns how many
         returns were applied."""
-        returns = unplaced.filter((pl.col("cents") < 0) & pl.col("end_to_end_id").is_not_null())
+        returns = unplaced.filter(pl.col("cents") < 0)
         if returns.is_empty():
             return 0
         with self.engine.connect() as conn:
-            credits = _read(sa.select(payments.c.key, payments.c.cents,
-                                      payments.c.end_to_end_id)
-                            .where(payments.c.kind == "credit"), conn, key=pl.String(),
-                            cents=pl.Int64(), end_to_end_id=pl.String())
             paid = _read(sa.select(allocations.c.payment_key, allocations.c.invoice_number,
                                    allocations.c.cents), conn, payment_key=pl.String(),
                          invoice_number=pl.String(), cents=pl.Int64())
-        back = (returns.select(pl.col("key").alias("return_key"), "end_to_end_id",
-                               amount=-pl.col("cents"))
-                .join(credits, left_on=["end_to_end_id", "amount"],
-                      right_on=["end_to_end_id", "cents"])
-                .join(paid, left_on="key", right_on="payment_key"))
+        given = paid.group_by("payment_key", "invoice_number").agg(pl.col("cents").sum())
+        back = (returns.select(pl.col("key").alias("return_key"), left=-pl.col("cents"))
+                .join(self.return_pairs(), on="return_key")
+                .join(given, left_on="credit_key", right_on="payment_key")
+                .join(given.rename({"cents": "taken"}),  # what this return took already
+                      left_on=["return_key", "invoice_number"],
+                      right_on=["payment_key", "invoice_number"], how="left")
+                .with_columns(cents=pl.col("cents") + pl.col("taken").fill_null(0))
+                .filter(pl.col("cents") > 0)
+                .sort("return_key", "invoice_number")
+                .with_columns(before=pl.col("cents").cum_sum().over("return_key")
+                              - pl.col("cents"))
+                .with_columns(cents=pl.min_horizontal(
+                    pl.col("cents"), (pl.col("left") - pl.col("before")).clip(0)))
+                .filter(pl.col("cents") > 0))
         self.record([{"payment_key": r["return_key"], "invoice_number": r["invoice_number"],
                       "cents": -r["cents"], "pass": "returned", "confidence": 1.0,
                       "decided_by": "matching", "at": at} for r in back.iter_rows(named=True)])
@@ -210,7 +226,12 @@ def match_payments(journal: Journal, oldest_first: bool = False,
     book = OpenItems(journal)
     now = datetime.now(UTC)
     book.reverse_returned(book.unplaced_payments(), now)  # reopens what they had paid
-    pays = book.unplaced_payments()  # with debtor_name
+    pairs = book.return_pairs()  # a returned credit and its return pay nothing more
+    paired = sorted(set(pairs["return_key"]) | set(pairs["credit_key"]))
+    unplaced = book.unplaced_payments()  # with debtor_name
+    returned = unplaced.filter(pl.col("key").is_in(paired)).select(
+        pl.col("key").alias("payment_key"), "cents", why=pl.lit("returned by the payer's bank"))
+    pays = unplaced.filter(~pl.col("key").is_in(paired))
     issued = book.items()
     open_ = book.open().join(issued.select("invoice_number", "currency"), on="invoice_number")
     known = book.known_ibans()
@@ -226,10 +247,8 @@ def match_payments(journal: Journal, oldest_first: bool = False,
                   "confidence": r["confidence"], "decided_by": "matching", "at": now}
                  for frame in placed for r in frame.iter_rows(named=True)])
     counts = {p: sum(r.counts()[p] for r in results) for p in PASSES}
-    unallocated = (pl.concat([r.unallocated for r in results]) if results else
-                   pl.DataFrame(schema={"payment_key": pl.String(), "cents": pl.Int64(),
-                                        "why": pl.String()}))
-    return MatchReport(pays.height, counts, unallocated)
+    unallocated = pl.concat([returned, *(r.unallocated for r in results)])
+    return MatchReport(unplaced.height, counts, unallocated)
 
 
 def allocate(journal: Journal, payment_key: str, numbers: Sequence[str],
