@@ -20,7 +20,6 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -398,6 +397,7 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
     pass could place, for a person (``invoices ar allocate``)."""
     from pipeline.archive import read_index
     from pipeline.ingest import load_extract
+    from pipeline.money import from_cents
     from pipeline.preflight import check_settings, load_settings
     from pipeline.receivables.lease import receivables_lease
     from pipeline.receivables.open_items import OpenItems, customer_names, match_payments
@@ -417,7 +417,7 @@ def ar_match(oldest_first: Annotated[bool | None, typer.Option(
                     + ", ".join(f"{name} {n}" for name, n in report.by_pass.items())
                     + f"; {report.unallocated.height} left for a person")
     for row in report.unallocated.iter_rows(named=True):
-        Console().print(f"  {row['payment_key']}: {Decimal(row['cents']).scaleb(-2)} "
+        Console().print(f"  {row['payment_key']}: {from_cents(row['cents'])} "
                         f"{row['why']}", markup=False, highlight=False)
 
 

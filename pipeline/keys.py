@@ -14,7 +14,7 @@ from datetime import date
 
 from pipeline.schemas import CHANNELS
 
-__all__ = ["safe_component", "digest", "batch_id", "pdf_key", "delivery_key",
+__all__ = ["safe_component", "short_component", "digest", "batch_id", "pdf_key", "delivery_key",
            "variant_key", "idempotency_key", "delivered_keys", "message_id", "extract_id"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -35,6 +35,15 @@ def safe_component(value: str) -> str:
         raise ValueError(f"{value[:40]!r}... is too long to name a file ({len(safe)} characters "
                          f"once escaped, at most {MAX_COMPONENT})")
     return safe
+
+
+def short_component(value: str, limit: int = 60) -> str:
+    """``safe_component``, cut to ``limit`` characters with a digest of the whole when it
+    is longer, so that any customer id can name a letter (still unique, deterministic)."""
+    safe = _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), value)
+    if not value:
+        raise ValueError("an empty value cannot name a file")
+    return safe if len(safe) <= limit else f"{safe[:limit - 13]}-{digest(value)[:12]}"
 
 
 def digest(*parts: str) -> str:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 __all__ = ["CENT", "AMOUNT", "UNIT_PRICE", "QUANTITY", "RATE", "round_amount", "line_net",
            "vat_amount", "vat_breakdown", "decimal_series", "scaled", "line_net_cents",
-           "vat_cents", "cents_to_text"]
+           "vat_cents", "cents_to_text", "from_cents"]
 
 CENT = Decimal("0.01")
 
@@ -25,6 +25,11 @@ AMOUNT = pl.Decimal(18, 2)
 UNIT_PRICE = pl.Decimal(18, 4)
 QUANTITY = pl.Decimal(18, 3)
 RATE = pl.Decimal(5, 2)
+
+
+def from_cents(cents: int) -> Decimal:
+    """Integer cents (how the ledger keeps money) as an amount: ``1234`` -> ``12.34``."""
+    return Decimal(int(cents)).scaleb(-2)
 
 
 def round_amount(value: Decimal) -> Decimal:

@@ -261,6 +261,13 @@ def test_letter_ids_are_safe_whatever_the_customer_id() -> None:
     assert letter.customer_id == hostile
     assert re.fullmatch(r"[A-Za-z0-9_%-]+", letter.letter_id)
     assert ".." not in letter.letter_id and "/" not in letter.letter_id
+    # a customer id too long to name a file still gets its letter (cut, with a digest)
+    long_ids = ["É" * 120, "É" * 120 + "x"]
+    letters = plan_dunning(frame([item("A", long_ids[0], run - timedelta(days=10), "100.00"),
+                                  item("B", long_ids[1], run - timedelta(days=10), "100.00")]),
+                           DunningSettings(), run, pl.DataFrame(), set(), INDEMNITY)
+    assert [len(x.letter_id) < 90 for x in letters] == [True, True]
+    assert len({x.letter_id for x in letters}) == 2
 
 
 def test_letter_survives_json_unchanged() -> None:

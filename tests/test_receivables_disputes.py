@@ -1,5 +1,6 @@
 """Disputes: a person's word (``ar dispute`` / ``undispute``) and the platform's 207 En
-litige / 210 Refusée, the latest of them counting; a disputed invoice gets no reminder."""
+litige / 210 Refusée / 213 Rejetée, the latest of them counting; a disputed invoice gets no
+reminder."""
 
 from __future__ import annotations
 
@@ -47,15 +48,16 @@ def test_the_platform_s_207_and_210_dispute_until_a_later_word(tmp_path: Path) -
     log, book = LifecycleLog(journal), Disputes(journal)
     log.record("f1", None, _status("UC4_F202500006_04-CDV-207_En_litige"))
     log.record("f2", None, _status("UC3_F202500005_04-CDV-210_Refusee"))
-    log.record("f3", None, _status("UC2_F202500004_02-CDV-213_Rejetee"))  # not a dispute
+    log.record("f3", None, _status("UC2_F202500004_02-CDV-213_Rejetee"))  # not to chase
+    log.record("f4", None, _status("UC1_F202500003_05-CDV-205_Approuvee"))  # to pay
     found = book.current()
-    assert set(found) == {"F202500006", "F202500005"}
+    assert set(found) == {"F202500006", "F202500005", "F202500004"}
     assert found["F202500006"].source == "platform"
     assert found["F202500006"].reason.startswith("207 En litige")
     assert found["F202500005"].reason.startswith("210 Refusée")
     # settled with the buyer: a person lifts the platform's dispute
     book.decide("F202500006", False, "agreed by phone", "clerk")
-    assert set(book.current()) == {"F202500005"}
+    assert set(book.current()) == {"F202500005", "F202500004"}
 
 
 def test_a_disputed_invoice_gets_no_reminder(tmp_path: Path) -> None:

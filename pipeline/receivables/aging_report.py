@@ -29,7 +29,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.typing import RcKeyType
 
 from pipeline.codes import LOCALES
-from pipeline.money import decimal_series
+from pipeline.money import decimal_series, from_cents
 from pipeline.receivables.aging import BUCKETS, Kpis, aged_balance, kpis, open_as_of
 from pipeline.render.templates import make_environment, render_template
 from pipeline.settings import PROJECT_ROOT
@@ -91,13 +91,13 @@ class AgingReport:
         """JSON-ready figures (money and KPIs as decimal strings), for a Prefect artifact."""
         figures = self.kpis
         return {"as_of": self.as_of.isoformat(), "customers": self.customers.height,
-                "total_open": str(_euros(figures.balance)),
-                "past_due": str(_euros(figures.overdue)),
-                "by_bucket": {b: str(_euros(c)) for b, c in self.totals().items()
+                "total_open": str(from_cents(figures.balance)),
+                "past_due": str(from_cents(figures.overdue)),
+                "by_bucket": {b: str(from_cents(c)) for b, c in self.totals().items()
                               if b in BUCKETS},
                 "dso_days": str(figures.dso), "cei_percent": str(figures.cei),
                 "average_days_late": str(figures.average_days_late),
-                "disputed": str(_euros(figures.disputed)),
+                "disputed": str(from_cents(figures.disputed)),
                 "dso_trend": {d.isoformat(): str(v) for d, v in self.dso_trend.iter_rows()}}
 
     def as_table(self) -> list[dict[str, str]]:
@@ -236,15 +236,15 @@ def _html_context(report: AgingReport) -> dict[str, Any]:
     return {
         "lang": _LANG, "as_of": report.as_of, "period_days": PERIOD_DAYS,
         "buckets": BUCKETS, "charts": charts, "top_size": TOP_OVERDUE,
-        "kpis": {"balance": _euros(figures.balance), "overdue": _euros(figures.overdue),
+        "kpis": {"balance": from_cents(figures.balance), "overdue": from_cents(figures.overdue),
                  "overdue_share": _share(figures.overdue, figures.balance),
                  "dso": _tenth(figures.dso), "cei": _tenth(figures.cei),
                  "average_days_late": _tenth(figures.average_days_late),
-                 "disputed": _euros(figures.disputed), "customers": report.customers.height},
+                 "disputed": from_cents(figures.disputed), "customers": report.customers.height},
         "customers": [{**r, "name": _short(r["name"], 80) if r["name"] else None,
-                       **{c: _euros(r[c]) for c in MONEY_COLUMNS}}
+                       **{c: from_cents(r[c]) for c in MONEY_COLUMNS}}
                       for r in report.customers.iter_rows(named=True)],
-        "totals": {c: _euros(v) for c, v in totals.items()},
+        "totals": {c: from_cents(v) for c, v in totals.items()},
     }
 
 
@@ -354,21 +354,17 @@ def _money_axis(axes: Axes, which: Literal["x", "y"], largest: int) -> None:
 # --- Numbers and text for people ----------------------------------------------------------
 
 
-def _euros(cents: int) -> Decimal:
-    """Exact euros of integer cents (two decimals, ``Decimal('0.00')`` for none)."""
-    return Decimal(cents).scaleb(-2)
-
 
 def _amount(cents: int) -> str:
     """``1,234.56``: for tables whose header says EUR."""
-    return format_decimal(_euros(cents), format="#,##0.00", locale=_LOCALE)
+    return format_decimal(from_cents(cents), format="#,##0.00", locale=_LOCALE)
 
 
 def _compact(cents: int) -> str:
     """``€1.2m`` (``€950.50`` under a thousand): a chart label; the table is exact."""
     if 0 < abs(cents) < 100_000:
-        return format_currency(_euros(cents), "EUR", locale=_LOCALE)
-    return format_compact_currency(_euros(cents), "EUR", locale=_LOCALE, fraction_digits=1)
+        return format_currency(from_cents(cents), "EUR", locale=_LOCALE)
+    return format_compact_currency(from_cents(cents), "EUR", locale=_LOCALE, fraction_digits=1)
 
 
 def _coordinate(cents: int) -> float:

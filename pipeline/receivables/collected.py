@@ -33,6 +33,7 @@ from pipeline.einvoice.facturx import embedded_xml
 from pipeline.einvoice.xml_totals import NS
 from pipeline.errors import PipelineError
 from pipeline.journal import Delivery, Journal
+from pipeline.money import from_cents
 from pipeline.platform import PlatformAuthError, PlatformRejected, PlatformUnavailable
 from pipeline.platform.client import PlatformClient
 from pipeline.settings import Settings
@@ -196,7 +197,7 @@ def send_collected(paid: pl.DataFrame, index: pl.DataFrame, storage: Storage,
         status = cdar.seller_status(
             212, invoice_number=number, invoice_date=billed.issue_date, seller=billed.seller,
             buyer=billed.buyer, at=now().replace(microsecond=0, tzinfo=None),
-            collected=collected_by_rate(billed, Decimal(cents) / 100),
+            collected=collected_by_rate(billed, from_cents(cents)),
             currency=billed.currency, invoice_type=billed.type_code)
         xml = cdar.build(status)
         claim = journal.claim_all([Delivery(key, number, CHANNEL, keys.digest(xml.decode()))],

@@ -2,7 +2,8 @@
 
 An invoice is disputed when a person said so (``invoices ar dispute NUMBER --reason``) and
 has not lifted it (``undispute``), or when the platform's latest lifecycle status for it is
-207 En litige or 210 Refusée. Every decision is a new row, never an update: the table is the
+207 En litige, 210 Refusée or 213 Rejetée (an invoice the platform rejected never reached
+the buyer as a valid invoice: it is corrected and issued again, not chased). Every decision is a new row, never an update: the table is the
 history of who disputed what, when and why, and the latest row of an invoice says where it
 stands.
 """
@@ -20,8 +21,8 @@ from pipeline.platform.lifecycle import LifecycleLog
 
 __all__ = ["Disputes", "Dispute", "PLATFORM_DISPUTES"]
 
-# Lifecycle statuses that mean the buyer does not pay as billed (XP Z12-012).
-PLATFORM_DISPUTES = {207: "En litige", 210: "Refusée"}
+# Lifecycle statuses after which the invoice is not to be chased as billed (XP Z12-012).
+PLATFORM_DISPUTES = {207: "En litige", 210: "Refusée", 213: "Rejetée"}
 
 _metadata = sa.MetaData()
 decisions = sa.Table(

@@ -43,12 +43,12 @@ from typing import Any, Literal
 
 import polars as pl
 
-from pipeline.keys import safe_component
-from pipeline.money import CENT
+from pipeline.keys import short_component
+from pipeline.money import CENT, from_cents
 from pipeline.settings import DunningSettings
 
 __all__ = ["INDEMNITY_CURRENCY", "late_interest", "DunningLine", "DunningLetter",
-           "plan_dunning", "letter_id", "cents_to_decimal"]
+           "plan_dunning", "letter_id"]
 
 INDEMNITY_CURRENCY = "EUR"
 """The recovery indemnity is fixed in euros (art. D441-5 Code de commerce)."""
@@ -70,16 +70,11 @@ def late_interest(amount: Decimal, rate_percent: Decimal, days_late: int) -> Dec
         CENT, rounding=ROUND_HALF_UP)
 
 
-def cents_to_decimal(cents: int) -> Decimal:
-    """Integer cents as a two-decimal amount: ``1234`` -> ``Decimal("12.34")``."""
-    return Decimal(int(cents)).scaleb(-2)
-
-
 def letter_id(level: int, customer_id: str, run_date: date, currency: str) -> str:
     """The deterministic id of a letter: ``R{level}-{customer}-{YYYYMMDD}-{currency}``,
     the customer id escaped to file-name-safe characters."""
-    return (f"R{level}-{safe_component(customer_id)}-{run_date:%Y%m%d}-"
-            f"{safe_component(currency)}")
+    return (f"R{level}-{short_component(customer_id)}-{run_date:%Y%m%d}-"
+            f"{short_component(currency)}")
 
 
 @dataclass(frozen=True)
@@ -237,7 +232,7 @@ def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: da
         lines, records = [], []
         for row in rows:
             days_late = (run_date - row["due_date"]).days
-            amount = cents_to_decimal(row["cents"])
+            amount = from_cents(row["cents"])
             lines.append(DunningLine(
                 invoice_number=row["invoice_number"], issue_date=row["issue_date"],
                 due_date=row["due_date"], days_late=days_late, open_amount=amount,

@@ -32,6 +32,7 @@ from weasyprint.urls import FatalURLFetchingError
 from pipeline.codes import LANGUAGES, language
 from pipeline.documents import Party
 from pipeline.errors import PipelineError, RenderError, TemplateError
+from pipeline.money import from_cents
 from pipeline.receivables.dunning import DunningLetter, DunningLine, late_interest, letter_id
 from pipeline.receivables.statements import CustomerStatement, StatementLine
 from pipeline.render.engine import DETERMINISTIC_EPOCH, AssetOnlyFetcher
@@ -234,14 +235,14 @@ def sample_statement(customer_id: str = "C00042") -> CustomerStatement:
     for day, kind, ref, invoices, due, cents in rows:
         balance += cents
         lines.append(StatementLine(day, kind, ref, invoices, due,  # type: ignore[arg-type]
-                                   Decimal(max(cents, 0)).scaleb(-2),
-                                   Decimal(max(-cents, 0)).scaleb(-2),
-                                   Decimal(balance).scaleb(-2)))
+                                   from_cents(max(cents, 0)),
+                                   from_cents(max(-cents, 0)),
+                                   from_cents(balance)))
     return CustomerStatement(
         statement_id=f"S-{customer_id}-2026-11-EUR", customer_id=customer_id, currency="EUR",
         period_start=date(2026, 11, 1), period_end=date(2026, 11, 30),
         opening_balance=Decimal("13684.40"), lines=tuple(lines),
-        closing_balance=Decimal(balance).scaleb(-2),
+        closing_balance=from_cents(balance),
         aged=(("not due", Decimal("1780.00")), ("1-30", Decimal("0.00")),
               ("31-60", Decimal("12539.80")), ("61-90", Decimal("0.00")),
               ("over 90", Decimal("0.00"))))

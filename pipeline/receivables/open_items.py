@@ -19,6 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from pipeline.journal import Journal
+from pipeline.money import from_cents
 from pipeline.receivables.aging import open_amounts
 from pipeline.receivables.matching import PASSES, match, pair_returns
 from pipeline.receivables.payments import PaymentBook, payments
@@ -291,4 +292,4 @@ def allocate(journal: Journal, payment_key: str, numbers: Sequence[str],
     book.record([{"payment_key": payment_key, "invoice_number": n, "cents": c,
                   "pass": "manual", "confidence": 1.0, "decided_by": decided_by, "at": now}
                  for n, c in granted])
-    return [(n, Decimal(c).scaleb(-2)) for n, c in granted]
+    return [(n, from_cents(c)) for n, c in granted]

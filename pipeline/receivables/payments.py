@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from pipeline.journal import Journal
+from pipeline.money import from_cents
 from pipeline.receivables.camt import BankPayment, StatementError, read_statement
 
 __all__ = ["PaymentBook", "ImportReport", "import_statements", "payments"]
@@ -107,7 +107,7 @@ class PaymentBook:
                     here = by_key[key]
                     raise StatementError(
                         f"{source}: payment {key} was imported from {r.source} with "
-                        f"{Decimal(r.cents).scaleb(-2)} {r.currency} on {r.value_date}, here "
+                        f"{from_cents(r.cents)} {r.currency} on {r.value_date}, here "
                         f"it says {here.amount} {here.currency} on {here.value_date}: two "
                         f"statements share the Id {here.statement_id}; nothing of this file "
                         "was imported")

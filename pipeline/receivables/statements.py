@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 import polars as pl
 
-from pipeline.keys import safe_component
+from pipeline.keys import short_component
+from pipeline.money import from_cents
 from pipeline.receivables.aging import BUCKETS, aged_balance, open_as_of
-from pipeline.receivables.dunning import cents_to_decimal
 
 __all__ = ["MovementKind", "StatementLine", "CustomerStatement", "statement_for",
            "statements_for", "statement_id", "month_end"]
@@ -48,7 +48,8 @@ def month_end(month_start: date) -> date:
 def statement_id(customer_id: str, month_start: date, currency: str) -> str:
     """The deterministic id of a statement: ``S-{customer}-{YYYY-MM}-{currency}``, the
     customer id escaped to file-name-safe characters."""
-    return f"S-{safe_component(customer_id)}-{month_start:%Y-%m}-{safe_component(currency)}"
+    return (f"S-{short_component(customer_id)}-{month_start:%Y-%m}-"
+            f"{short_component(currency)}")
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def statement_for(customer_id: str, items: pl.DataFrame, payments: pl.DataFrame,
     before_items = int(mine.filter(pl.col("issue_date") < month_start)["cents"].sum() or 0)
     before_paid = int(paid.filter(pl.col("value_date") < month_start)["cents"].sum() or 0)
     balance = before_items - before_paid
-    opening = cents_to_decimal(balance)
+    opening = from_cents(balance)
     movements = _movements(mine, paid, month_start, end)
     if not balance and not movements:
         return None
@@ -220,16 +221,16 @@ def statement_for(customer_id: str, items: pl.DataFrame, payments: pl.DataFrame,
         balance += cents
         lines.append(StatementLine(
             date=day, kind=kind, reference=reference, invoices=invoices, due_date=due,
-            debit=cents_to_decimal(max(cents, 0)), credit=cents_to_decimal(max(-cents, 0)),
-            balance=cents_to_decimal(balance)))
+            debit=from_cents(max(cents, 0)), credit=from_cents(max(-cents, 0)),
+            balance=from_cents(balance)))
 
     aged_row = aged_balance(open_as_of(mine, paid, end), end)
-    aged = tuple((bucket, cents_to_decimal(int(aged_row[bucket].sum() or 0)))
+    aged = tuple((bucket, from_cents(int(aged_row[bucket].sum() or 0)))
                  for bucket in BUCKETS)
     return CustomerStatement(
         statement_id=statement_id(customer_id, month_start, currency), customer_id=customer_id,
         currency=currency, period_start=month_start, period_end=end, opening_balance=opening,
-        lines=tuple(lines), closing_balance=cents_to_decimal(balance), aged=aged)
+        lines=tuple(lines), closing_balance=from_cents(balance), aged=aged)
 
 
 def statements_for(items: pl.DataFrame, payments: pl.DataFrame,
