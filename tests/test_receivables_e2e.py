@@ -12,6 +12,7 @@ import json
 import shutil
 from collections import Counter
 from datetime import date
+from decimal import Decimal
 from email import policy
 from pathlib import Path
 
@@ -96,12 +97,27 @@ def test_a_month_of_receivables_mornings(smtp: SmtpTestServer,  # noqa: F811
     assert subjects.keys() & {"Relevé", "Statement", "Kontoauszug"}, subjects
     assert subjects.keys() & {"Relance", "Payment", "Zahlungserinnerung"}, subjects
     assert len(records) == len(set(records))
-    assert any((home / "outbox" / "print").glob("*.pdf"))  # formal notices, or no email
+    written = [p for p in planned if journal[f"letter:{p.letter_id}"] == "written"]
+    assert {p.letter_id for p in written} == {  # by post: no email address, or a notice
+        f.stem for f in (home / "outbox" / "print").glob("[RS]*.pdf")}
 
-    # a reminder never names an invoice paid by that morning
-    for p in reminders:
-        letter = json.loads(p.payload)
-        assert letter["lines"], p.letter_id
+    # a reminder lists what was still owed when it was planned, to the cent: never an
+    # invoice paid or credited by then
+    with engine.connect() as conn:
+        gross = dict(conn.execute(sa.text(
+            "SELECT i.invoice_number, i.cents + COALESCE(SUM(c.cents), 0) FROM open_items i "
+            "LEFT JOIN open_items c ON c.credited_invoice_number = i.invoice_number "
+            "GROUP BY i.invoice_number")).all())
+        for p in reminders:
+            [planned_at] = conn.execute(sa.text(
+                "SELECT planned_at FROM letters WHERE letter_id = :id"), {"id": p.letter_id}).one()
+            for line in json.loads(p.payload)["lines"]:
+                paid = conn.execute(sa.text(
+                    "SELECT COALESCE(SUM(cents), 0) FROM allocations WHERE invoice_number = :n "
+                    "AND at <= :t"), {"n": line["invoice_number"], "t": planned_at}).scalar()
+                owed = gross[line["invoice_number"]] - paid
+                assert owed > 0 and Decimal(line["open_amount"]) == Decimal(owed) / 100, (
+                    p.letter_id, line)
 
     # 212 Encaissée: one per paid services invoice deposited on the platform, each valid
     collected = [d for d in pa_server.deposits if d.syntax == "CDAR"]
