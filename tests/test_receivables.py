@@ -63,6 +63,8 @@ def test_a_statement_written_by_hand_reads_with_the_right_amounts_and_references
     (lambda x: x.replace(b"BkToCstmrStmt", b"BkToCstmrDbtCdtNtfctn"),
      "not a camt.053 statement"),
     (lambda x: x[:200], "not XML"),
+    (lambda x: x.replace(b"<Document", b'<!DOCTYPE Document [<!ENTITY r "FA2026-000123">]>'
+                         b"<Document", 1), "a statement with a DOCTYPE is refused"),
     (lambda x: x.replace(b"<ValDt><Dt>2026-11-28</Dt>", b"<ValDt><Dt>2026-11-31</Dt>"),
      "entry 2: ValDt/Dt '2026-11-31' is not a date"),
     (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"EUR\">1E+30</Amt>"),

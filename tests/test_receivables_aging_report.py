@@ -100,3 +100,10 @@ def test_a_report_with_nothing_open_still_renders(tmp_path) -> None:
     html = paths["html"].read_text()
     assert html.count("<svg") == 3 and "Nothing is past due." in html
     assert pl.read_parquet(paths["parquet"]).height == 0
+
+
+def test_the_markdown_artifact_shows_names_as_text(report) -> None:
+    """The Prefect UI renders the artifact: a name is never a link, emphasis or a cell."""
+    markdown = report.as_markdown()
+    assert r"\<script\>alert\(1\)\</script\> & Co $x$" in markdown
+    assert "<script>" not in markdown

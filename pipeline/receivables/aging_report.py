@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import io
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -121,7 +122,8 @@ class AgingReport:
         top = self.top_overdue
         if top.height:
             lines += ["| customer | name | past due (EUR) |", "|---|---|---:|"]
-            lines += [f"| {r['customer_id']} | {_short(r['name'] or '', 60)} | "
+            lines += [f"| {_markdown(r['customer_id'])} | "
+                      f"{_markdown(_short(r['name'] or '', 60))} | "
                       f"{_amount(r['past_due'])} |" for r in top.iter_rows(named=True)]
         return "\n".join(lines)
 
@@ -382,6 +384,11 @@ def _share(part: int, whole: int) -> Decimal:
 def _tenth(value: Decimal) -> Decimal:
     """One decimal always (``aging`` gives ``0`` and ``100`` bare when nothing was due)."""
     return value.quantize(Decimal("0.1"), ROUND_HALF_UP)
+
+
+def _markdown(text: str) -> str:
+    """Customer data as text in markdown: no link, emphasis, HTML or table cell of its own."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~-])", r"\\\1", text)
 
 
 def _short(text: str, limit: int) -> str:

@@ -155,6 +155,8 @@ def _payments(statement_id: str, number: int, entry: etree._Element, where: str
     if value_date is None:
         raise ValueError(f"{where}: neither ValDt nor BookgDt")
     entry_amount, currency = _amount(entry, where)
+    if entry_amount == 0:
+        return None  # nothing moved (a zero-amount notice)
     details = [tx for d in _children(entry, "NtryDtls") for tx in _children(d, "TxDtls")]
     sign = Decimal(-1) if returned else Decimal(1)
     found = []
@@ -200,6 +202,9 @@ def read_statement(data: bytes, source: str) -> list[Statement]:
         root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError as exc:
         raise StatementError(f"{source}: not XML: {exc}") from exc
+    if root.getroottree().docinfo.doctype:  # entities it declares would be dropped unread
+        raise StatementError(f"{source}: a statement with a DOCTYPE is refused (camt.053 "
+                             "has none)")
     report = _find(root, "BkToCstmrStmt")
     if report is None:
         raise StatementError(f"{source}: not a camt.053 statement (no BkToCstmrStmt)")

@@ -3,9 +3,10 @@
 An invoice is disputed when a person said so (``invoices ar dispute NUMBER --reason``) and
 has not lifted it (``undispute``), or when the platform's latest lifecycle status for it is
 207 En litige, 210 Refusée or 213 Rejetée (an invoice the platform rejected never reached
-the buyer as a valid invoice: it is corrected and issued again, not chased). Every decision is a new row, never an update: the table is the
-history of who disputed what, when and why, and the latest row of an invoice says where it
-stands.
+the buyer as a valid invoice: it is corrected and issued again, not chased).
+
+Every decision is a new row, never an update: the table is the history of who disputed
+what, when and why, and the latest row of an invoice says where it stands.
 """
 
 from __future__ import annotations
