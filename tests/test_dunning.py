@@ -279,3 +279,28 @@ def test_letter_survives_json_unchanged() -> None:
     assert again == letter
     assert again.total_due == letter.total_due
     assert str(again.lines[0].open_amount) == "1234.56"
+
+
+def test_what_a_customer_has_in_its_favour_counts_against_the_minimum() -> None:
+    """The review's case: a paid invoice credited afterwards leaves the customer 200.00 in
+    its favour, and a credit note correcting no invoice 150.00 more; it owes 500.00 past
+    due on another invoice, so 150.00 net: under a 400.00 minimum, no letter."""
+    from pipeline.receivables.aging import credit_balances
+
+    run = date(2026, 3, 31)
+    items = pl.DataFrame({
+        "invoice_number": ["I1", "I2", "CN1", "CN2"], "customer_id": ["C1"] * 4,
+        "invoice_type": ["invoice", "invoice", "credit_note", "credit_note"],
+        "issue_date": [date(2026, 1, 1)] * 4,
+        "due_date": [date(2026, 2, 1), run - timedelta(days=10), date(2026, 3, 1),
+                     date(2026, 3, 2)],
+        "cents": [100000, 50000, -20000, -15000],
+        "credited_invoice_number": [None, None, "I1", None]})
+    paid = pl.DataFrame({"invoice_number": ["I1"], "cents": [100000]})
+    credits = dict(credit_balances(items, paid).iter_rows())
+    assert credits == {"C1": 35000}
+    open_items = frame([item("I2", "C1", run - timedelta(days=10), "500.00")])
+    policy = DunningSettings(minimum_amount=Decimal("400.00"))
+    assert plan_dunning(open_items, policy, run, NO_SENT, set(), INDEMNITY, credits) == []
+    [letter] = plan_dunning(open_items, policy, run, NO_SENT, set(), INDEMNITY, {"C1": 5000})
+    assert letter.records == (("I2", 1),)

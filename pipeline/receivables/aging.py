@@ -22,8 +22,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import polars as pl
 
-__all__ = ["BUCKETS", "open_amounts", "paid_in_full", "open_as_of", "aged_balance",
-           "dso_countback", "cei", "average_days_late", "Kpis", "kpis"]
+__all__ = ["BUCKETS", "open_amounts", "paid_in_full", "credit_balances", "open_as_of",
+           "aged_balance", "dso_countback", "cei", "average_days_late", "Kpis", "kpis"]
 
 BUCKETS = ("not due", "1-30", "31-60", "61-90", "over 90")
 
@@ -49,6 +49,18 @@ def open_amounts(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame
     ``cents``)."""
     return (_balances(items, allocations).filter(pl.col("cents") > 0)
             .select("invoice_number", "customer_id", "due_date", "cents"))
+
+
+def credit_balances(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
+    """What each customer has in their favour (``customer_id``, ``cents`` > 0): invoices
+    credited or paid beyond their gross, and credit notes that correct no invoice."""
+    over = _balances(items, allocations).filter(pl.col("cents") < 0).select(
+        "customer_id", "cents")
+    loose = items.filter((pl.col("invoice_type") == "credit_note")
+                         & pl.col("credited_invoice_number").is_null()).select(
+        "customer_id", "cents")
+    return (pl.concat([over, loose]).group_by("customer_id")
+            .agg((-pl.col("cents").sum()).alias("cents")).filter(pl.col("cents") > 0))
 
 
 def paid_in_full(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:

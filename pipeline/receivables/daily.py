@@ -24,7 +24,7 @@ from pipeline.channels.base import make_transports
 from pipeline.ingest import load_extract
 from pipeline.journal import Journal
 from pipeline.platform import client_for
-from pipeline.receivables.aging import paid_in_full
+from pipeline.receivables.aging import credit_balances, paid_in_full
 from pipeline.receivables.aging_report import build_aging_report, write_aging_report
 from pipeline.receivables.collected import send_collected
 from pipeline.receivables.correspondence import (
@@ -225,8 +225,9 @@ def dunning_step(day: Day) -> dict[str, Any]:
     open_ = open_now.join(items.select("invoice_number", "issue_date", "currency"),
                           on="invoice_number")
     planned = 0
+    credits = dict(credit_balances(items, book.allocations()).iter_rows())
     for letter in plan_dunning(open_, day.settings.receivables.dunning, day.run_date, sent,
-                               disputed, day.settings.seller.recovery_indemnity):
+                               disputed, day.settings.seller.recovery_indemnity, credits):
         planned += letters.plan(PlannedLetter(letter.letter_id, "dunning", letter.customer_id,
                                               letter.channel, letter.run_date,
                                               letter.to_dict()), letter.records)

@@ -17,9 +17,10 @@ The rule, for a run date and a policy of levels (1-based, in order of ``days``):
   reminders" that were never sent.
 - Per customer and currency: when at least one invoice is triggered, the customer is not
   excluded, and the customer's past-due amount (undisputed, interest and indemnity left
-  out) is at least ``minimum_amount``, the customer gets ONE letter. Its level is the
-  highest next level of its triggered invoices, or the highest level already sent for an
-  invoice it lists if that is higher (a customer who had a formal notice about one
+  out), less what it has in its favour (an over-credited invoice, a credit note correcting
+  none), is above zero and at least ``minimum_amount``, the customer gets ONE letter. Its
+  level is the highest next level of its triggered invoices, or the highest level already
+  sent for an invoice it lists if that is higher (a customer who had a formal notice about one
   invoice does not get a friendly reminder about it). The letter lists every past-due
   undisputed open item of the customer (days late, open amount, late interest to the run
   date, recovery indemnity) and records ``(invoice, next level)`` for each triggered
@@ -201,7 +202,8 @@ def _triggered(days_late: int, last: tuple[int, date | None], run_date: date,
 
 def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: date,
                  sent: pl.DataFrame, disputed: set[str] | frozenset[str],
-                 indemnity: Decimal) -> list[DunningLetter]:
+                 indemnity: Decimal, credits: Mapping[str, int] | None = None
+                 ) -> list[DunningLetter]:
     """The letters of a run date, by customer id and currency (rule in the module docstring).
 
     Args:
@@ -214,6 +216,8 @@ def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: da
         disputed: invoice numbers in dispute on the run date.
         indemnity: the recovery indemnity per late invoice, in euros
             (``Settings().seller.recovery_indemnity``).
+        credits: cents each customer has in its favour (``aging.credit_balances``): they
+            count against what it owes past due before the minimum is compared.
     """
     thresholds = [level.days for level in policy.levels]
     excluded = set(policy.excluded_customers)
@@ -241,7 +245,9 @@ def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: da
             last = highest.get(row["invoice_number"], (0, None))
             if next_level := _triggered(days_late, last, run_date, thresholds):
                 records.append((row["invoice_number"], next_level))
-        if not records or sum(line.open_amount for line in lines) < policy.minimum_amount:
+        owed = sum(line.open_amount for line in lines) - from_cents(
+            (credits or {}).get(customer_id, 0))
+        if not records or owed <= 0 or owed < policy.minimum_amount:
             continue
         level = max(max(due for _, due in records),
                     *(highest.get(row["invoice_number"], (0, None))[0] for row in rows))
