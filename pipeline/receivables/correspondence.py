@@ -38,7 +38,8 @@ from pipeline.channels.transports.base import (
     Transport,
 )
 from pipeline.errors import PipelineError
-from pipeline.journal import Delivery, Journal
+from pipeline.journal import FINAL_STATES, Delivery, Journal
+from pipeline.journal import journal as delivery_journal
 from pipeline.settings import Settings
 from pipeline.storage.base import ArchiveConflictError, Storage, StoredObject
 
@@ -128,6 +129,20 @@ class LetterBook:
                 (letters.c.kind == "statement")
                 & letters.c.letter_id.like(f"%-{month_start:%Y-%m}-___")).limit(1)).first() \
                 is not None
+
+    def undelivered(self, kind: TKind) -> list[PlannedLetter]:
+        """The planned letters of a kind not yet sent or written, oldest first: one query,
+        however many letters went out before."""
+        key = sa.literal(f"{JOURNAL_CHANNEL}:") + letters.c.letter_id
+        query = (sa.select(letters, delivery_journal.c.state)
+                 .outerjoin(delivery_journal, delivery_journal.c.key == key)
+                 .where((letters.c.kind == kind)
+                        & (delivery_journal.c.state.is_(None)
+                           | delivery_journal.c.state.not_in(FINAL_STATES)))
+                 .order_by(letters.c.day, letters.c.letter_id))
+        with self.engine.connect() as conn:
+            return [PlannedLetter(r.letter_id, r.kind, r.customer_id, r.channel, r.day,
+                                  json.loads(r.payload)) for r in conn.execute(query)]
 
     def planned(self, kind: TKind | None = None) -> list[PlannedLetter]:
         """Every planned letter (of one kind), oldest first."""

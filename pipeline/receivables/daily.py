@@ -195,7 +195,7 @@ def _withdraw_stale(day: Day, letters: LetterBook, open_cents: dict[str, int],
     """Withdraw the reminders that never went out and are no longer true: planned another
     day, or naming an invoice since paid, credited or disputed. Returns how many."""
     withdrawn = 0
-    for letter in letters.planned("dunning"):
+    for letter in letters.undelivered("dunning"):
         key = keys.idempotency_key(letter.letter_id, JOURNAL_CHANNEL)
         states = {r.state for r in day.journal.rows(invoice=letter.letter_id) if r.key == key}
         if states & {"sent", "written", "started", "in_doubt"}:
@@ -231,7 +231,7 @@ def dunning_step(day: Day) -> dict[str, Any]:
         planned += letters.plan(PlannedLetter(letter.letter_id, "dunning", letter.customer_id,
                                               letter.channel, letter.run_date,
                                               letter.to_dict()), letter.records)
-    return {**_counts(planned, _deliver(day, letters.planned("dunning"))),
+    return {**_counts(planned, _deliver(day, letters.undelivered("dunning"))),
             "withdrawn": withdrawn}
 
 
@@ -249,4 +249,4 @@ def statements_step(day: Day) -> dict[str, Any]:
             planned += letters.plan(PlannedLetter(statement.statement_id, "statement",
                                                   statement.customer_id, "email",
                                                   day.run_date, statement.to_dict()))
-    return _counts(planned, _deliver(day, letters.planned("statement")))
+    return _counts(planned, _deliver(day, letters.undelivered("statement")))
