@@ -24,7 +24,7 @@ demo: install
 
 test: install lint
 	$(BIN)/invoices templates check
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 lint: install
 	$(BIN)/ruff check pipeline flows tests bench sample_data
