@@ -835,8 +835,11 @@ def templates_preview(
     watch: Annotated[bool, typer.Option("--watch", help="Re-render on every save.")] = False,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("var/preview"),
     templates: TemplatesOption = None,
+    letter: Annotated[str | None, typer.Option(
+        help="A sample letter instead: reminder, firm_reminder, formal_notice or statement.")
+    ] = None,
 ) -> None:
-    """Write the PDF (and PNGs) of one sample invoice."""
+    """Write the PDF (and PNGs) of one sample invoice, or of a sample letter."""
     from pipeline.errors import PipelineError
     from pipeline.workshop import preview
     from pipeline.workshop import watch as watch_templates
@@ -844,7 +847,7 @@ def templates_preview(
     root, settings = _templates(templates)
 
     def render() -> list[Path]:
-        return preview(root, settings, out, invoice, customer, lang, png)
+        return preview(root, settings, out, invoice, customer, lang, png, letter)
 
     try:
         for path in render():

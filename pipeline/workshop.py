@@ -27,10 +27,16 @@ from pipeline.codes import LANGUAGES
 from pipeline.documents import Address, InvoiceDocument, Line, Party, VatRow, build_documents
 from pipeline.errors import PipelineError, TemplateError
 from pipeline.ingest import load_extract
-from pipeline.receivables.letters import check_letter_templates
+from pipeline.receivables.letters import (
+    SAMPLE_RECIPIENT,
+    LetterRenderer,
+    check_letter_templates,
+    sample_letter,
+    sample_statement,
+)
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.render.templates import make_environment, render_template
-from pipeline.settings import PROJECT_ROOT, SellerSettings, Settings
+from pipeline.settings import PROJECT_ROOT, DunningLevel, SellerSettings, Settings
 from pipeline.validate import validate
 
 __all__ = ["SAMPLE_EXTRACT", "sample_documents", "check_templates", "preview", "watch",
@@ -134,14 +140,34 @@ def to_png(pdf: Path, out_prefix: Path, dpi: int = 60) -> list[Path]:
 
 
 def preview(templates: Path, settings: Settings, out: Path, invoice: str | None = None,
-            customer: str | None = None, lang: str | None = None, png: bool = False
-            ) -> list[Path]:
-    """Write the PDF (and PNG pages) of one sample invoice; returns the files written."""
-    doc = _pick(settings, invoice, customer)
+            customer: str | None = None, lang: str | None = None, png: bool = False,
+            letter: str | None = None) -> list[Path]:
+    """Write the PDF (and PNG pages) of one sample invoice, or of a sample letter
+    (``reminder``, ``firm_reminder``, ``formal_notice`` or ``statement``); returns the files
+    written."""
     out.mkdir(parents=True, exist_ok=True)
+    if letter:
+        return _preview_letter(templates, settings, out, letter, customer, lang, png)
+    doc = _pick(settings, invoice, customer)
     pdf = out / f"{doc.number}.pdf"
     pdf.write_bytes(WeasyPrintEngine(templates).render(doc, lang))
     return [pdf, *(to_png(pdf, out / doc.number) if png else [])]
+
+
+def _preview_letter(templates: Path, settings: Settings, out: Path, name: str,
+                    customer: str | None, lang: str | None, png: bool) -> list[Path]:
+    levels: dict[str, tuple[int, DunningLevel]] = {
+        level.name: (n, level) for n, level in
+        enumerate(settings.receivables.dunning.levels, start=1)}
+    if name != "statement" and name not in levels:
+        raise TemplateError(f"no letter {name!r}: one of {', '.join([*levels, 'statement'])}")
+    customer_id = customer or "C00042"
+    sample = (sample_statement(customer_id) if name == "statement"
+              else sample_letter(levels[name][1], levels[name][0], customer_id=customer_id))
+    recipient = dataclasses.replace(SAMPLE_RECIPIENT, language=lang or SAMPLE_RECIPIENT.language)
+    pdf = out / f"{name}-{recipient.language}.pdf"
+    pdf.write_bytes(LetterRenderer(templates).render(sample, recipient, settings.seller))
+    return [pdf, *(to_png(pdf, out / pdf.stem) if png else [])]
 
 
 def _snapshot(templates: Path) -> dict[Path, float]:

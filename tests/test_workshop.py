@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from pipeline.errors import ExitCode
+from pipeline.errors import ExitCode, TemplateError
 from pipeline.render.engine import WeasyPrintEngine
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.workshop import (
@@ -81,6 +81,17 @@ def test_preview_writes_pdf_and_png(tmp_path: Path) -> None:
                     png=True)
     assert files[0].name == "FA2026-000003.pdf" and files[0].read_bytes().startswith(b"%PDF")
     assert files[1].suffix == ".png" and Image.open(files[1]).size[0] > 100
+
+
+def test_preview_of_a_letter(tmp_path: Path) -> None:
+    [pdf] = preview(TEMPLATES, Settings(), tmp_path, letter="formal_notice", lang="en")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
+    assert pdf.name == "formal_notice-en.pdf" and "Formal notice to pay" in text
+    [statement] = preview(TEMPLATES, Settings(), tmp_path, letter="statement", lang="de")
+    assert "Kontoauszug" in subprocess.run(["pdftotext", str(statement), "-"],
+                                           capture_output=True, text=True).stdout
+    with pytest.raises(TemplateError, match="no letter 'nope'"):
+        preview(TEMPLATES, Settings(), tmp_path, letter="nope")
 
 
 def test_watch_re_renders_on_save(templates: Path, tmp_path: Path) -> None:
