@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -95,7 +94,6 @@ class LetterRenderer:
         self.cache: dict[str, object] = {}
         self._envs: dict[tuple[tuple[Path, ...], str], jinja2.Environment] = {}
         self._stylesheets: dict[Path, CSS] = {}
-        self.engine_seconds = 0.0
 
     def _chain(self, customer_id: str, recipient: Recipient) -> tuple[Path, ...]:
         return self.templates.chain(recipient.brand, customer_id)
@@ -106,7 +104,7 @@ class LetterRenderer:
         key = (self._chain(customer_id, recipient), lang)
         if key not in self._envs:
             self._envs[key] = make_environment(list(key[0]),
-                                               self.templates._translations[lang])
+                                               self.templates.translations(lang))
         return self._envs[key]
 
     def stylesheet(self, customer_id: str, recipient: Recipient) -> Path:
@@ -150,7 +148,6 @@ class LetterRenderer:
         if css not in self._stylesheets:
             self._stylesheets[css] = CSS(filename=str(css), url_fetcher=self.fetcher,
                                          font_config=self.fonts)
-        start = time.perf_counter()
         ident = (letter.statement_id if isinstance(letter, CustomerStatement)
                  else letter.letter_id)
         try:
@@ -161,8 +158,6 @@ class LetterRenderer:
             return document.write_pdf(pdf_variant=PDF_VARIANT)
         except FatalURLFetchingError as exc:
             raise RenderError(f"letter {ident}: {exc.__cause__ or exc}") from None
-        finally:
-            self.engine_seconds += time.perf_counter() - start
 
 
 @functools.lru_cache(maxsize=4)

@@ -159,6 +159,10 @@ class TemplateSet:
         self._envs: dict[_Chain, jinja2.Environment] = {}
         self._translations = {lang: _translations(self.root, lang) for lang in LANGUAGES}
 
+    def translations(self, lang: str) -> Translations:
+        """The message catalogue of a language (letters build their own environments)."""
+        return self._translations[lang]
+
     def chain(self, brand: str | None, customer_id: str | None) -> tuple[Path, ...]:
         """Existing override directories for a document, most specific first, root last."""
         candidates = []
