@@ -355,3 +355,25 @@ def test_one_return_takes_back_one_credit_once(tmp_path) -> None:
     assert dict(book.unplaced_payments().select("key", "cents").iter_rows()) == {
         "S3/1/1": 2000, "S5/1/1": -2000}
     assert set(report.unallocated["why"]) == {"returned by the payer's bank"}
+
+
+def test_payments_alike_without_a_bank_reference_are_both_kept(tmp_path) -> None:
+    from pipeline.receivables.open_items import OpenItems
+
+    """Two accounts' statements, each with a 1234.56 transfer on the same day, no servicer
+    reference and the same payer-chosen end-to-end id, from two payers: two payments."""
+    journal = Journal(f"sqlite:///{tmp_path / 'ledger.db'}")
+    plain = (b"        <AcctSvcrRef>BNP-27-000001</AcctSvcrRef>\n", b"")
+    one = _variant(tmp_path, "one.xml", plain,
+                   (b"<EndToEndId>E2E-MARTIN-0042</EndToEndId>", b"<EndToEndId>1</EndToEndId>"))
+    two = _variant(tmp_path, "two.xml", plain,
+                   (b"<EndToEndId>E2E-MARTIN-0042</EndToEndId>", b"<EndToEndId>1</EndToEndId>"),
+                   (b"<Id>STMT-2026-11-27</Id>", b"<Id>OTHER-ACCOUNT-2026-11-27</Id>"),
+                   (b"FR76 1027 8060 0100 0202 0280 124", b"FR76 3000 6000 0112 3456 7890 189"))
+    report = import_statements([one, two], journal)
+    # the two transfers are both kept; the other entries carry the bank's own references,
+    # the same in both files: those are the bank's duplicates
+    assert (report.added, report.duplicates) == (6, 4), report.problems
+    unplaced = OpenItems(journal).unplaced_payments()
+    assert sorted(unplaced.filter(pl.col("cents") == 123456)["key"].to_list()) == [
+        "OTHER-ACCOUNT-2026-11-27/1/1", "STMT-2026-11-27/1/1"]

@@ -135,6 +135,21 @@ def _is_return(entry: etree._Element) -> bool:
     return _text(entry, "RvslInd") == "true" or bool(codes & _RETURN_CODES)
 
 
+def _bank_reference(tx: etree._Element | None, entry: etree._Element, n: int, of: int,
+                    key: str) -> str:
+    """The bank's own reference of a transaction: what tells a transaction sent twice from
+    two transactions alike. Only the bank's (servicer's) reference counts, the entry's with
+    the transaction's position in a batch; never the payer's end-to-end id (often
+    ``NOTPROVIDED``, or ``1``): without one, the payment's own key."""
+    own = _text(tx, "Refs/AcctSvcrRef")
+    if own:
+        return own
+    entry_ref = _text(entry, "AcctSvcrRef")
+    if entry_ref:
+        return entry_ref if of <= 1 else f"{entry_ref}/{n}"
+    return key
+
+
 def _party_name(tx: etree._Element | None) -> str | None:
     # camt.053.001.02 names the payer Dbtr/Nm; 001.08 and later Dbtr/Pty/Nm
     return _text(tx, "RltdPties/Dbtr/Pty/Nm") or _text(tx, "RltdPties/Dbtr/Nm")
@@ -182,8 +197,8 @@ def _payments(statement_id: str, number: int, entry: etree._Element, where: str
             remittance=" ".join(t for u in (_children(_find(tx, "RmtInf"), "Ustrd")
                                             if _find(tx, "RmtInf") is not None else [])
                                 if (t := " ".join((u.text or "").split()))) or None,
-            bank_reference=(_text(tx, "Refs/AcctSvcrRef") or _text(entry, "AcctSvcrRef")
-                            or end_to_end or f"{statement_id}/{number}/{n}"),
+            bank_reference=_bank_reference(tx, entry, n, len(details),
+                                           f"{statement_id}/{number}/{n}"),
             end_to_end_id=None if end_to_end == "NOTPROVIDED" else end_to_end))
     total = sum((abs(p.amount) for p in found), Decimal(0))
     if details and all(_find(tx, "Amt") is not None for tx in details) and total != entry_amount:

@@ -51,8 +51,9 @@ class ImportReport:
     added: int = 0
     already: int = 0
     duplicates: int = 0
-    """Transactions another statement already brought (same bank reference, amount and
-    value date under another key): the bank sent them twice, the money came once."""
+    """Transactions another statement already brought (the same bank reference, amount,
+    value date and payer under another key): the bank sent them twice, the money came
+    once."""
     skipped: int = 0
     """Entries that are not receivables (pending, the seller's own debits)."""
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -112,11 +113,14 @@ class PaymentBook:
                         f"statements share the Id {here.statement_id}; nothing of this file "
                         "was imported")
             new = [row for key, row in rows.items() if key not in known]
-            twice = {(r.bank_reference, r.cents, r.value_date) for r in conn.execute(
-                sa.select(payments.c.bank_reference, payments.c.cents, payments.c.value_date)
-                .where(payments.c.bank_reference.in_([r["bank_reference"] for r in new])))}
-            fresh = [r for r in new if (r["bank_reference"], r["cents"], r["value_date"])
-                     not in twice]
+            twice = {(r.bank_reference, r.cents, r.value_date, r.debtor_iban)
+                     for r in conn.execute(sa.select(
+                         payments.c.bank_reference, payments.c.cents, payments.c.value_date,
+                         payments.c.debtor_iban)
+                         .where(payments.c.bank_reference.in_([r["bank_reference"]
+                                                               for r in new])))}
+            fresh = [r for r in new if (r["bank_reference"], r["cents"], r["value_date"],
+                                        r["debtor_iban"]) not in twice]
             for row in fresh:  # another run importing the same file: its rows win
                 self.journal.insert_if_absent(conn, payments, **row)
         return len(fresh), len(known), len(new) - len(fresh)
