@@ -354,7 +354,27 @@ def test_one_return_takes_back_one_credit_once(tmp_path) -> None:
     # the 20.00 the credit had over (FA3 owed 100.00 of its 120.00) went back too
     assert dict(book.unplaced_payments().select("key", "cents").iter_rows()) == {
         "S3/1/1": 2000, "S5/1/1": -2000}
-    assert set(report.unallocated["why"]) == {"returned by the payer's bank"}
+    assert report.unallocated.is_empty()  # a credit and its return cancel: nothing to do
+    # a credit of the same mandate imported late does not move the return: it pays FA2
+    PaymentBook(journal).add([_payment("S6/1/1", 9900, date(2026, 2, 10), "MANDATE-42")], "z")
+    match_payments(journal)
+    assert ("S4/1/1", "S2/1/1") in book.return_pairs().rows()
+    assert dict(book.open().select("invoice_number", "cents").iter_rows()) == {"FA3": 10000}
+
+
+def test_a_return_takes_back_a_credit_of_its_currency_and_account() -> None:
+    from pipeline.receivables.matching import pair_returns
+
+    day = date(2026, 2, 1)
+    credits = pl.DataFrame({"key": ["EUR", "USD", "OTHER"], "cents": [10000] * 3,
+                            "value_date": [day] * 3, "end_to_end_id": ["1"] * 3,
+                            "currency": ["EUR", "USD", "EUR"],
+                            "debtor_iban": ["FR1", "FR1", "FR2"]})
+    back = pl.DataFrame({"key": ["R"], "cents": [-10000], "value_date": [day],
+                         "end_to_end_id": ["1"], "currency": ["USD"], "debtor_iban": ["FR1"]})
+    assert pair_returns(credits, back).rows() == [("R", "USD")]
+    other = back.with_columns(currency=pl.lit("EUR"), debtor_iban=pl.lit("FR2"))
+    assert pair_returns(credits, other).rows() == [("R", "OTHER")]
 
 
 def test_payments_alike_without_a_bank_reference_are_both_kept(tmp_path) -> None:

@@ -162,26 +162,32 @@ def _one_customer(ibans: pl.DataFrame) -> pl.DataFrame:
 def pair_returns(credits: pl.DataFrame, returns: pl.DataFrame) -> pl.DataFrame:
     """Which credit each return takes back: ``return_key``, ``credit_key``.
 
-    A return names the credit by its end-to-end id and amount; when several credits share
-    them (monthly direct debits under one mandate reference), it takes the latest one
-    before it that no earlier return took. Deterministic over the whole history, so the
-    pairs of past returns never change when new payments arrive.
+    A return names the credit by its end-to-end id and amount, in the same currency and,
+    when both sides show one, from the same account; when several credits qualify (monthly
+    direct debits under one mandate reference), it takes the latest one before it that no
+    earlier return took.
 
     Args:
-        credits: ``key``, ``cents`` (> 0), ``value_date``, ``end_to_end_id``.
-        returns: ``key``, ``cents`` (< 0), ``value_date``, ``end_to_end_id``.
+        credits: ``key``, ``cents`` (> 0), ``value_date``, ``end_to_end_id``, and
+            optionally ``currency`` and ``debtor_iban``.
+        returns: the same columns, ``cents`` < 0.
     """
     pairs: list[tuple[str, str]] = []
+    extra = [c for c in ("currency", "debtor_iban") if c in credits.columns
+             and c in returns.columns]
     if returns.height and credits.height:
         candidates = (returns.filter(pl.col("end_to_end_id").is_not_null())
                       .select(pl.col("key").alias("return_key"), "end_to_end_id",
                               pl.col("value_date").alias("returned_on"),
+                              *(pl.col(c).alias(f"{c}_back") for c in extra),
                               amount=-pl.col("cents"))
                       .join(credits.select(pl.col("key").alias("credit_key"),
-                                           "end_to_end_id", "value_date",
+                                           "end_to_end_id", "value_date", *extra,
                                            amount=pl.col("cents")),
                             on=["end_to_end_id", "amount"])
                       .filter(pl.col("value_date") <= pl.col("returned_on"))
+                      .filter(*(pl.col(f"{c}_back").is_null() | pl.col(c).is_null()
+                                | (pl.col(c) == pl.col(f"{c}_back")) for c in extra))
                       .sort(["returned_on", "return_key", "value_date", "credit_key"],
                             descending=[False, False, True, True]))
         taken: set[str] = set()

@@ -39,6 +39,11 @@ items = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("credited_invoice_number", sa.String),
 )
+return_pairs = sa.Table(
+    "return_pairs", _metadata,
+    sa.Column("return_key", sa.String, primary_key=True),
+    sa.Column("credit_key", sa.String, nullable=False, unique=True),
+)
 allocations = sa.Table(
     "allocations", _metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -76,6 +81,7 @@ class OpenItems:
     """The open-items and allocations tables, in the ledger database."""
 
     def __init__(self, journal: Journal) -> None:
+        self.journal = journal
         self.engine = journal.engine
         PaymentBook(journal)  # the payments table is joined here
         _metadata.create_all(self.engine)
@@ -140,13 +146,27 @@ class OpenItems:
                 .filter(pl.col("cents") != 0).drop("used"))
 
     def return_pairs(self) -> pl.DataFrame:
-        """Which credit each return took back, over the whole history (``pair_returns``
-        on the amounts as the bank booked them)."""
+        """Which credit each return took back (``return_key``, ``credit_key``). A pair, once
+        made, is kept (``return_pairs`` table): a credit imported late never moves a return
+        that already reopened invoices; new returns pair among the credits still free."""
         with self.engine.connect() as conn:
+            kept = _read(sa.select(return_pairs), conn, return_key=pl.String(),
+                         credit_key=pl.String())
             every = _read(sa.select(payments.c.key, payments.c.cents, payments.c.value_date,
-                                    payments.c.end_to_end_id), conn, key=pl.String(),
-                          cents=pl.Int64(), value_date=pl.Date(), end_to_end_id=pl.String())
-        return pair_returns(every.filter(pl.col("cents") > 0), every.filter(pl.col("cents") < 0))
+                                    payments.c.end_to_end_id, payments.c.currency,
+                                    payments.c.debtor_iban), conn, key=pl.String(),
+                          cents=pl.Int64(), value_date=pl.Date(), end_to_end_id=pl.String(),
+                          currency=pl.String(), debtor_iban=pl.String())
+        free = every.filter(~pl.col("key").is_in(sorted(set(kept["return_key"])
+                                                        | set(kept["credit_key"]))))
+        new = pair_returns(free.filter(pl.col("cents") > 0), free.filter(pl.col("cents") < 0))
+        if new.height:
+            with self.engine.begin() as conn:
+                for row in new.iter_rows(named=True):
+                    self.journal.insert_if_absent(conn, return_pairs, **row)
+                kept = _read(sa.select(return_pairs), conn, return_key=pl.String(),
+                             credit_key=pl.String())
+        return kept
 
     def reverse_returned(self, unplaced: pl.DataFrame, at: datetime) -> int:
         """A return of a credit already allocated takes the money back from the invoices it
@@ -230,8 +250,12 @@ def match_payments(journal: Journal, oldest_first: bool = False,
     pairs = book.return_pairs()  # a returned credit and its return pay nothing more
     paired = sorted(set(pairs["return_key"]) | set(pairs["credit_key"]))
     unplaced = book.unplaced_payments()  # with debtor_name
-    returned = unplaced.filter(pl.col("key").is_in(paired)).select(
-        pl.col("key").alias("payment_key"), "cents", why=pl.lit("returned by the payer's bank"))
+    rests = unplaced.filter(pl.col("key").is_in(paired)).join(
+        pl.concat([pairs.select("return_key", key="return_key"),
+                   pairs.select("return_key", key="credit_key")]), on="key")
+    returned = (rests.filter(pl.col("cents").sum().over("return_key") != 0)  # not settled
+                .select(pl.col("key").alias("payment_key"), "cents",
+                        why=pl.lit("returned by the payer's bank")))
     pays = unplaced.filter(~pl.col("key").is_in(paired))
     issued = book.items()
     open_ = book.open().join(issued.select("invoice_number", "currency"), on="invoice_number")
