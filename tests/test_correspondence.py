@@ -112,3 +112,38 @@ def test_hostile_names_cannot_inject_headers() -> None:
                      Envelope("X", "a@b.example\r\nBcc: c@d.example", "en", "Reminder"),
                      b"%PDF", "0" * 64, seller,
                      make_environment(Settings().render.templates_dir))
+
+
+class _Refusing:
+    """A relay that refuses the address for good (a real transport's terminal error)."""
+
+    name = "smtp"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def deliver(self, parcel):
+        from pipeline.channels.transports.base import TerminalDeliveryError
+
+        self.calls += 1
+        raise TerminalDeliveryError("550 5.1.1 mailbox unknown")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_letter_refused_for_good_is_not_sent_again_every_morning(post) -> None:
+    journal, deliver, tmp_path = post
+    settings = Settings(home=tmp_path / "home")
+    refusing = _Refusing()
+    transports = {"email": refusing, "print": OutboxTransport(tmp_path / "out" / "print")}
+    storage = LocalStorage(tmp_path / "archive")
+    env = make_environment(settings.render.templates_dir)
+    for _ in range(2):
+        run_id = new_run_id()
+        journal.begin_run(run_id)
+        report = deliver_letters([_letter()], _render(), settings, journal, storage,
+                                 transports, env, run_id)
+        assert "550 5.1.1" in report.failed["R1-C1-20270104-EUR"]
+    assert refusing.calls == 1
+    assert "not sent again" in report.failed["R1-C1-20270104-EUR"]

@@ -91,3 +91,27 @@ def test_statements_a_stopped_run_left_go_out_the_next_morning(
     third = daily.statements_step(_on(day, date(2027, 1, 3)))
     assert (third["planned"], third["delivered"], third["already"]) == (0, 0, 0)
     assert LetterBook(day.journal).undelivered("statement") == []
+
+
+def test_statements_a_run_stopped_planning_are_all_planned_the_next_morning(
+        ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    day, _ = ledger
+    book = LetterBook(day.journal)
+    plan = LetterBook.plan
+    calls: list[str] = []
+
+    def dies_on_the_third(self, letter, records=()):
+        calls.append(letter.letter_id)
+        if len(calls) == 3:
+            raise Stopped()
+        return plan(self, letter, records)
+
+    monkeypatch.setattr(LetterBook, "plan", dies_on_the_third)
+    with pytest.raises(Stopped):
+        daily.statements_step(_on(day, date(2027, 1, 1)))
+    monkeypatch.undo()
+    assert len(book.planned("statement")) == 2
+    second = daily.statements_step(_on(day, date(2027, 1, 2)))
+    everyone = book.planned("statement")
+    assert len(everyone) > 3 and second["planned"] == len(everyone) - 2
+    assert second["delivered"] == len(everyone)

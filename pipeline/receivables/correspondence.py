@@ -60,6 +60,11 @@ letters = sa.Table(
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("planned_at", sa.DateTime(timezone=True), nullable=False),
 )
+statement_months = sa.Table(
+    "statement_months", _metadata,
+    sa.Column("month", sa.Date, primary_key=True),
+    sa.Column("planned_at", sa.DateTime(timezone=True), nullable=False),
+)
 dunning_records = sa.Table(
     "dunning_records", _metadata,
     sa.Column("invoice_number", sa.String, primary_key=True),
@@ -84,6 +89,7 @@ class LetterBook:
     """The letters and dunning records tables, in the ledger database."""
 
     def __init__(self, journal: Journal) -> None:
+        self.journal = journal
         self.engine = journal.engine
         _metadata.create_all(self.engine)
 
@@ -123,12 +129,17 @@ class LetterBook:
             conn.execute(letters.delete().where(letters.c.letter_id == letter_id))
 
     def has_statements(self, month_start: date) -> bool:
-        """Whether the statements of that month are planned (their ids end ``-YYYY-MM-CCY``)."""
+        """Whether every statement of that month is planned (``statements_planned``)."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(letters.c.letter_id).where(
-                (letters.c.kind == "statement")
-                & letters.c.letter_id.like(f"%-{month_start:%Y-%m}-___")).limit(1)).first() \
-                is not None
+            return conn.execute(sa.select(statement_months.c.month).where(
+                statement_months.c.month == month_start)).first() is not None
+
+    def statements_planned(self, month_start: date) -> None:
+        """Mark the month's statements all planned: until then (a run stopped half way), the
+        next morning plans the missing ones."""
+        with self.engine.begin() as conn:
+            self.journal.insert_if_absent(conn, statement_months, month=month_start,
+                                          planned_at=datetime.now(UTC))
 
     def undelivered(self, kind: TKind) -> list[PlannedLetter]:
         """The planned letters of a kind not yet sent or written, oldest first: one query,
@@ -220,6 +231,15 @@ def deliver_letters(planned: Sequence[PlannedLetter],
         key = keys.idempotency_key(letter.letter_id, JOURNAL_CHANNEL)
         if key in done:
             report.already.append(letter.letter_id)
+            continue
+        refused = [r for r in journal.rows(invoice=letter.letter_id)
+                   if r.key == key and r.state == "failed" and r.error_class == "terminal"]
+        if refused:  # sending it again would be refused again: a person fixes the cause
+            when = refused[0].finished_at
+            report.failed[letter.letter_id] = (
+                f"refused for good{f' on {when:%Y-%m-%d}' if when else ''} "
+                f"({refused[0].reply}); not sent again: correct the address, the next "
+                "reminder goes at its time")
             continue
         try:
             envelope, pdf = render(letter)

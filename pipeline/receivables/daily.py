@@ -47,7 +47,11 @@ from pipeline.storage import open_storage
 from pipeline.storage.base import Storage
 
 __all__ = ["Day", "import_step", "match_step", "collected_step", "aging_step",
-           "dunning_step", "statements_step", "TITLES", "previous_month", "new_run_id"]
+           "dunning_step", "statements_step", "TITLES", "previous_month", "new_run_id",
+           "STATEMENTS_WAIT"]
+
+STATEMENTS_WAIT = timedelta(days=7)
+"""How long undelivered statements are tried again, each morning."""
 
 # What each letter is called in the message that carries it, per language.
 TITLES = {
@@ -192,16 +196,19 @@ def _counts(planned: int, report: LetterReport) -> dict[str, Any]:
 
 def _withdraw_stale(day: Day, letters: LetterBook, open_cents: dict[str, int],
                     disputed: set[str]) -> int:
-    """Withdraw the reminders that never went out and are no longer true: planned another
-    day, or naming an invoice since paid, credited or disputed. Returns how many."""
+    """Withdraw the reminders that never went out and are no longer true: planned on an
+    earlier day, or naming an invoice since paid, credited or disputed. A letter of a later
+    day (a Retry of an older run) is left alone. Returns how many."""
     withdrawn = 0
     for letter in letters.undelivered("dunning"):
         key = keys.idempotency_key(letter.letter_id, JOURNAL_CHANNEL)
         states = {r.state for r in day.journal.rows(invoice=letter.letter_id) if r.key == key}
-        if states & {"sent", "written", "started", "in_doubt"}:
-            continue  # out, or maybe out: never withdrawn
+        if states & {"sent", "written", "started", "in_doubt"} or any(
+                r.error_class == "terminal" for r in day.journal.rows(invoice=letter.letter_id)
+                if r.key == key and r.state == "failed"):
+            continue  # out, maybe out, or refused for good: never withdrawn
         lines = DunningLetter.from_dict(letter.payload).lines
-        if letter.day != day.run_date or any(
+        if letter.day < day.run_date or any(
                 line.invoice_number in disputed
                 or open_cents.get(line.invoice_number) != int(line.open_amount * 100)
                 for line in lines):
@@ -238,7 +245,8 @@ def dunning_step(day: Day) -> dict[str, Any]:
 def statements_step(day: Day) -> dict[str, Any]:
     """From the statement day on, every customer's statement of the month before, planned
     once; every morning, the planned statements not yet out are delivered (a run that
-    stopped on the 1st is finished on the 2nd)."""
+    stopped on the 1st is finished on the 2nd), for a week: a statement that could not go
+    out by then is left for a person rather than sent long after its date."""
     letters = LetterBook(day.journal)
     planned = 0
     month = previous_month(day.run_date)
@@ -249,4 +257,7 @@ def statements_step(day: Day) -> dict[str, Any]:
             planned += letters.plan(PlannedLetter(statement.statement_id, "statement",
                                                   statement.customer_id, "email",
                                                   day.run_date, statement.to_dict()))
-    return _counts(planned, _deliver(day, letters.undelivered("statement")))
+        letters.statements_planned(month)
+    pending = letters.undelivered("statement")
+    recent = [p for p in pending if p.day >= day.run_date - STATEMENTS_WAIT]
+    return {**_counts(planned, _deliver(day, recent)), "expired": len(pending) - len(recent)}
