@@ -549,6 +549,9 @@ def ar_aging(as_of: Annotated[datetime | None, typer.Option(
     console.print(f"DSO {figures['dso_days']} days, CEI {figures['cei_percent']} %, "
                   f"{figures['average_days_late']} days late on average, disputed "
                   f"{figures['disputed']} EUR")
+    if report.left_out:
+        console.print(f"{report.left_out} invoices and credit notes in other currencies than "
+                      "EUR are not in this report")
     console.print(f"written: {paths['parquet']} and {paths['html']}")
 
 

@@ -294,13 +294,18 @@ def test_what_a_customer_has_in_its_favour_counts_against_the_minimum() -> None:
         "issue_date": [date(2026, 1, 1)] * 4,
         "due_date": [date(2026, 2, 1), run - timedelta(days=10), date(2026, 3, 1),
                      date(2026, 3, 2)],
-        "cents": [100000, 50000, -20000, -15000],
+        "cents": [100000, 50000, -20000, -15000], "currency": ["EUR"] * 4,
         "credited_invoice_number": [None, None, "I1", None]})
     paid = pl.DataFrame({"invoice_number": ["I1"], "cents": [100000]})
-    credits = dict(credit_balances(items, paid).iter_rows())
-    assert credits == {"C1": 35000}
+    credits = {(c, cur): n for c, cur, n in credit_balances(items, paid).iter_rows()}
+    assert credits == {("C1", "EUR"): 35000}
+    # a credit in another currency does not pay euros
+    usd = {("C1", "USD"): 500000}
+    assert len(plan_dunning(frame([item("I2", "C1", run - timedelta(days=10), "500.00")]),
+                            DunningSettings(), run, NO_SENT, set(), INDEMNITY, usd)) == 1
     open_items = frame([item("I2", "C1", run - timedelta(days=10), "500.00")])
     policy = DunningSettings(minimum_amount=Decimal("400.00"))
     assert plan_dunning(open_items, policy, run, NO_SENT, set(), INDEMNITY, credits) == []
-    [letter] = plan_dunning(open_items, policy, run, NO_SENT, set(), INDEMNITY, {"C1": 5000})
+    [letter] = plan_dunning(open_items, policy, run, NO_SENT, set(), INDEMNITY,
+                            {("C1", "EUR"): 5000})
     assert letter.records == (("I2", 1),)

@@ -107,3 +107,13 @@ def test_the_markdown_artifact_shows_names_as_text(report) -> None:
     markdown = report.as_markdown()
     assert r"\<script\>alert\(1\)\</script\> & Co $x$" in markdown
     assert "<script>" not in markdown
+
+
+def test_other_currencies_are_left_out_and_counted() -> None:
+    """Yen added to euros would make every figure wrong: the report is in euros."""
+    items = ITEMS.with_columns(currency=pl.lit("EUR"))
+    yen = items.head(1).with_columns(invoice_number=pl.lit("JP1"), currency=pl.lit("JPY"),
+                                     cents=pl.lit(100_000_000, dtype=pl.Int64))
+    mixed = build_aging_report(pl.concat([items, yen]), PAID, AS_OF, NAMES, set())
+    alone = build_aging_report(items, PAID, AS_OF, NAMES, set())
+    assert mixed.left_out == 1 and mixed.totals() == alone.totals()

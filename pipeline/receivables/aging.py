@@ -52,14 +52,15 @@ def open_amounts(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame
 
 
 def credit_balances(items: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
-    """What each customer has in their favour (``customer_id``, ``cents`` > 0): invoices
-    credited or paid beyond their gross, and credit notes that correct no invoice."""
+    """What each customer has in its favour, per currency (``customer_id``, ``currency``,
+    ``cents`` > 0): invoices credited beyond what they still owed, and credit notes that
+    correct no invoice."""
     over = _balances(items, allocations).filter(pl.col("cents") < 0).select(
-        "customer_id", "cents")
+        "customer_id", "currency", "cents")
     loose = items.filter((pl.col("invoice_type") == "credit_note")
                          & pl.col("credited_invoice_number").is_null()).select(
-        "customer_id", "cents")
-    return (pl.concat([over, loose]).group_by("customer_id")
+        "customer_id", "currency", "cents")
+    return (pl.concat([over, loose]).group_by("customer_id", "currency")
             .agg((-pl.col("cents").sum()).alias("cents")).filter(pl.col("cents") > 0))
 
 

@@ -39,6 +39,8 @@ from pipeline.storage.local import write_atomic
 __all__ = ["AgingReport", "build_aging_report", "write_aging_report", "PAST_DUE",
            "MONEY_COLUMNS", "TOP_OVERDUE", "TREND_MONTHS", "PERIOD_DAYS"]
 
+CURRENCY = "EUR"
+"""The report's currency: the seller's (its labels and charts say euros)."""
 PAST_DUE = BUCKETS[1:]
 MONEY_COLUMNS = (*BUCKETS, "past_due", "total", "disputed")
 TOP_OVERDUE = 10
@@ -78,6 +80,8 @@ class AgingReport:
     dso_trend: pl.DataFrame
     """``day`` and ``dso``: each month end of the last ``TREND_MONTHS`` months, the last
     point being ``as_of`` itself (month to date when it is not a month end)."""
+    left_out: int = 0
+    """Invoices and credit notes in another currency than ``CURRENCY``, not in the report."""
 
     @property
     def top_overdue(self) -> pl.DataFrame:
@@ -142,10 +146,20 @@ def build_aging_report(items: pl.DataFrame, allocations: pl.DataFrame, as_of: da
         names: customer names, as ``{customer_id: name}`` or the extract's customers
             table (``customer_id``, ``legal_name``).
         disputed: numbers of the invoices in dispute.
+
+    The report is in euros: items in another currency (``currency`` column) are left out,
+    and counted in ``left_out``; adding yen to euros would make every figure wrong.
     """
+    left_out = 0
+    if "currency" in items.columns:
+        euros = items.filter(pl.col("currency") == CURRENCY)
+        left_out = items.height - euros.height
+        items = euros
+        allocations = allocations.filter(pl.col("invoice_number").is_in(
+            items["invoice_number"].implode()))
     open_items = open_as_of(items, allocations, as_of)
     return AgingReport(
-        as_of=as_of,
+        as_of=as_of, left_out=left_out,
         customers=_customer_table(aged_balance(open_items, as_of), open_items,
                                   _names(names), disputed),
         kpis=kpis(items, allocations, as_of, disputed=frozenset(disputed),

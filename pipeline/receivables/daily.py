@@ -232,7 +232,8 @@ def dunning_step(day: Day) -> dict[str, Any]:
     open_ = open_now.join(items.select("invoice_number", "issue_date", "currency"),
                           on="invoice_number")
     planned = 0
-    credits = dict(credit_balances(items, book.allocations()).iter_rows())
+    credits = {(customer, currency): cents for customer, currency, cents
+               in credit_balances(items, book.allocations()).iter_rows()}
     for letter in plan_dunning(open_, day.settings.receivables.dunning, day.run_date, sent,
                                disputed, day.settings.seller.recovery_indemnity, credits):
         planned += letters.plan(PlannedLetter(letter.letter_id, "dunning", letter.customer_id,

@@ -202,7 +202,7 @@ def _triggered(days_late: int, last: tuple[int, date | None], run_date: date,
 
 def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: date,
                  sent: pl.DataFrame, disputed: set[str] | frozenset[str],
-                 indemnity: Decimal, credits: Mapping[str, int] | None = None
+                 indemnity: Decimal, credits: Mapping[tuple[str, str], int] | None = None
                  ) -> list[DunningLetter]:
     """The letters of a run date, by customer id and currency (rule in the module docstring).
 
@@ -216,8 +216,9 @@ def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: da
         disputed: invoice numbers in dispute on the run date.
         indemnity: the recovery indemnity per late invoice, in euros
             (``Settings().seller.recovery_indemnity``).
-        credits: cents each customer has in its favour (``aging.credit_balances``): they
-            count against what it owes past due before the minimum is compared.
+        credits: cents each customer has in its favour per currency, by (customer id,
+            currency) (``aging.credit_balances``): they count against what it owes past due
+            in that currency before the minimum is compared.
     """
     thresholds = [level.days for level in policy.levels]
     excluded = set(policy.excluded_customers)
@@ -246,7 +247,7 @@ def plan_dunning(open_items: pl.DataFrame, policy: DunningSettings, run_date: da
             if next_level := _triggered(days_late, last, run_date, thresholds):
                 records.append((row["invoice_number"], next_level))
         owed = sum(line.open_amount for line in lines) - from_cents(
-            (credits or {}).get(customer_id, 0))
+            (credits or {}).get((customer_id, currency), 0))
         if not records or owed <= 0 or owed < policy.minimum_amount:
             continue
         level = max(max(due for _, due in records),
