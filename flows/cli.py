@@ -468,26 +468,28 @@ def ar_daily(extract_dir: Annotated[Path, typer.Argument(
         check_settings(settings)
         _ledger(settings)
         _prepare_prefect(settings.home, verbose)
-        from flows.receivables_daily import receivables_daily
+        from flows.receivables_daily import ReceivablesProblems, receivables_daily
 
         if not verbose:
             _quiet_console_logging()
-        result = receivables_daily(str(extract_dir), str(settings.home),
-                                   str(statements) if statements else None,
-                                   run_date.date() if run_date else None, resend_in_doubt)
+        try:
+            result = receivables_daily(str(extract_dir), str(settings.home),
+                                       str(statements) if statements else None,
+                                       run_date.date() if run_date else None, resend_in_doubt)
+        except ReceivablesProblems as exc:  # counts first, then what needs a person
+            result = exc.result
     match, dunning, monthly = result["match"], result["dunning"], result["statements"]
     console.print(f"{result['run_date']}: {result['import']['added']} payments imported; "
                   + ", ".join(f"{k} {v}" for k, v in match["by_pass"].items())
                   + f"; {match['for_a_person']} left for a person")
     console.print(f"212 Encaissée deposited: {result['collected'].get('deposited', 0)}; "
                   f"reminders: {dunning['planned']} planned, {dunning['sent']} sent, "
-                  f"{dunning['written']} written; statements: {monthly.get('planned', 0)} "
+                  f"{dunning['written']} written, {dunning['withdrawn']} withdrawn (no "
+                  f"longer true); statements: {monthly.get('planned', 0)} "
                   f"planned, {monthly.get('sent', 0)} sent, {monthly.get('written', 0)} written")
-    problems = {**result["import"]["problems"], **result["collected"].get("failed", {}),
-                **dunning["failed"],
-                **dunning["in_doubt"], **monthly.get("failed", {}), **monthly.get("in_doubt", {})}
-    for what, why in problems.items():
-        error(f"{what}: {why}")
+    problems = result["problems"]
+    for problem in problems.values():
+        error(problem)
     console.print(f"aging report: {result['aging']['html']}")
     raise typer.Exit(ExitCode.SOME_FAILED if problems else ExitCode.OK)
 

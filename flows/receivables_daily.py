@@ -19,12 +19,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.billing_run import scheduled_day
+from pipeline.errors import PipelineError
 from pipeline.preflight import check_settings, load_settings
 from pipeline.receivables import daily
 from pipeline.receivables.daily import Day
 from pipeline.receivables.lease import receivables_lease
 
-__all__ = ["receivables_daily", "COUNTS"]
+__all__ = ["receivables_daily", "COUNTS", "ReceivablesProblems", "problems_of"]
 
 COUNTS = "receivables-counts"
 
@@ -98,21 +99,54 @@ def receivables_daily(extract_dir: str, home: str | None = None,
     bank = statements_dir.format(run_date=when.isoformat()) if statements_dir else None
     day.journal.begin_run(day.run_id)
     try:
-        with receivables_lease(day.journal, f"{day.run_id} on {socket.gethostname()}"):
+        with receivables_lease(day.journal, f"{day.run_id} on {socket.gethostname()}") as keep:
             result: dict[str, Any] = {"run_id": day.run_id,
                                       "run_date": day.run_date.isoformat()}
             result["import"] = import_statements(day, _statement_files(bank))
+            keep()
             result["match"] = match_payments(day)
+            keep()
             result["collected"] = status_collected(day)
+            keep()
             result["dunning"] = dunning(day)
+            keep()
             result["statements"] = statements(day)
+            keep()
             result["aging"] = aging(day)
     finally:
         day.journal.end_run(day.run_id)
+    result["problems"] = problems_of(result)
     _publish(result)
     logger.info("receivables %s: %s", day.run_date, {k: v for k, v in result.items()
-                                                      if k != "aging"})
+                                                      if k not in ("aging", "problems")})
+    if result["problems"]:
+        for problem in result["problems"].values():
+            logger.warning("%s", problem)
+        raise ReceivablesProblems(result)
     return result
+
+
+def problems_of(result: dict[str, Any]) -> dict[str, str]:
+    """What a person must look at: files not imported, 212s and letters that failed or
+    are in doubt."""
+    steps = (result["import"].get("problems", {}), result["collected"].get("failed", {}),
+             result["collected"].get("in_doubt", {}), result["dunning"]["failed"],
+             result["dunning"]["in_doubt"], result["statements"].get("failed", {}),
+             result["statements"].get("in_doubt", {}))
+    return {what: why if why.startswith(what) else f"{what}: {why}"
+            for found in steps for what, why in found.items()}
+
+
+class ReceivablesProblems(PipelineError):
+    """The morning is done, but something needs a person: the run ends Failed, saying what,
+    and its artifacts have the counts; a Retry does again only what is left."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        problems = result["problems"]
+        shown = "; ".join(list(problems.values())[:5])
+        super().__init__(f"{len(problems)} problem(s) need a person: {shown}"
+                         + (" ..." if len(problems) > 5 else ""))
+        self.result = result
 
 
 def _publish(result: dict[str, Any]) -> None:
@@ -128,6 +162,9 @@ def _publish(result: dict[str, Any]) -> None:
         {"step": "dunning", "count": result["dunning"]["delivered"], "what": "letters delivered"},
         {"step": "statements", "count": result["statements"].get("delivered", 0),
          "what": "statements delivered"},
+        {"step": "all", "count": len(result["problems"]),
+         "what": "problems for a person (files not imported, letters and 212s failed or "
+                 "in doubt): see the run's logs"},
     ]
     create_table_artifact(rows, key=COUNTS, description="Counts of the receivables day")
     create_markdown_artifact(result["aging"]["markdown"], key="receivables-aging",

@@ -307,9 +307,14 @@ def test_one_receivables_writer_at_a_time(tmp_path) -> None:
     with journal.engine.begin() as conn:  # run C died holding it, long ago
         conn.execute(leases.update().values(
             holder="run C", expires_at=datetime.now(UTC) - LEASE_FOR - timedelta(minutes=1)))
-    with receivables_lease(journal, "run D"):
+    with receivables_lease(journal, "run D") as keep:
         with journal.engine.connect() as conn:
             assert conn.execute(sa.select(leases.c.holder)).scalar() == "run D"
+        keep()  # a long morning extends its lease between steps
+        with journal.engine.begin() as conn:  # ... unless it expired and run E took it
+            conn.execute(leases.update().values(holder="run E"))
+        with pytest.raises(LeaseBusy, match="expired and another run took it"):
+            keep()
 
 
 def _payment(key: str, cents: int, day: date, e2e: str, kind: str = "credit"):

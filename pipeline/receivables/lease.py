@@ -10,7 +10,7 @@ leaves it to expire, and the next run takes it over.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +22,8 @@ from pipeline.journal import Journal
 __all__ = ["LeaseBusy", "receivables_lease", "LEASE_FOR"]
 
 LEASE_FOR = timedelta(minutes=30)
-"""A receivables run takes minutes; a lease older than this is a dead holder's."""
+"""How long a lease lasts unless its holder extends it (``keep``, between steps): one not
+extended for this long is a dead holder's."""
 
 _metadata = sa.MetaData()
 leases = sa.Table(
@@ -37,11 +38,23 @@ class LeaseBusy(PipelineError):
     """Another run holds the ledger's receivables lease: nothing was done."""
 
 
+def _create(journal: Journal) -> None:
+    """The leases table; a second run creating it at the same moment is not an error."""
+    try:
+        _metadata.create_all(journal.engine)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+        _metadata.create_all(journal.engine)  # it exists now: this only checks
+
+
 @contextmanager
 def receivables_lease(journal: Journal, holder: str, name: str = "receivables"
-                      ) -> Iterator[None]:
-    """Hold the lease for the block, or raise ``LeaseBusy`` naming who holds it."""
-    _metadata.create_all(journal.engine)
+                      ) -> Iterator[Callable[[], None]]:
+    """Hold the lease for the block, or raise ``LeaseBusy`` naming who holds it.
+
+    Yields ``keep``: call it between long steps to extend the lease; it raises
+    ``LeaseBusy`` if the lease was lost meanwhile (it expired and another run took it).
+    """
+    _create(journal)
     now = datetime.now(UTC)
     with journal.engine.begin() as conn:
         journal.insert_if_absent(conn, leases, name=name, holder=None, expires_at=now)
@@ -55,8 +68,18 @@ def receivables_lease(journal: Journal, holder: str, name: str = "receivables"
         raise LeaseBusy(f"another receivables run ({current.holder}) is working on this "
                         f"ledger until at most {current.expires_at:%Y-%m-%d %H:%M} UTC; "
                         "nothing was done: try again when it has finished")
+
+    def keep() -> None:
+        with journal.engine.begin() as conn:
+            kept = conn.execute(leases.update().where(
+                (leases.c.name == name) & (leases.c.holder == holder)).values(
+                expires_at=datetime.now(UTC) + LEASE_FOR)).rowcount
+        if kept != 1:
+            raise LeaseBusy(f"the receivables lease of {holder} expired and another run took "
+                            "it: stopped before doing anything twice")
+
     try:
-        yield
+        yield keep
     finally:
         with journal.engine.begin() as conn:
             conn.execute(leases.update().where((leases.c.name == name)
