@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
+from pipeline import keys
 from pipeline.channels.email import letter_context
 from pipeline.codes import LANGUAGES
 from pipeline.documents import Address, InvoiceDocument, Line, Party, VatRow, build_documents
@@ -161,11 +162,13 @@ def _preview_letter(templates: Path, settings: Settings, out: Path, name: str,
         enumerate(settings.receivables.dunning.levels, start=1)}
     if name != "statement" and name not in levels:
         raise TemplateError(f"no letter {name!r}: one of {', '.join([*levels, 'statement'])}")
+    if lang is not None and lang not in LANGUAGES:
+        raise TemplateError(f"no language {lang!r}: one of {', '.join(LANGUAGES)}")
     customer_id = customer or "C00042"
     sample = (sample_statement(customer_id) if name == "statement"
               else sample_letter(levels[name][1], levels[name][0], customer_id=customer_id))
     recipient = dataclasses.replace(SAMPLE_RECIPIENT, language=lang or SAMPLE_RECIPIENT.language)
-    pdf = out / f"{name}-{recipient.language}.pdf"
+    pdf = out / f"{name}-{keys.safe_component(customer_id)}-{recipient.language}.pdf"
     pdf.write_bytes(LetterRenderer(templates).render(sample, recipient, settings.seller))
     return [pdf, *(to_png(pdf, out / pdf.stem) if png else [])]
 

@@ -86,12 +86,14 @@ def test_preview_writes_pdf_and_png(tmp_path: Path) -> None:
 def test_preview_of_a_letter(tmp_path: Path) -> None:
     [pdf] = preview(TEMPLATES, Settings(), tmp_path, letter="formal_notice", lang="en")
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
-    assert pdf.name == "formal_notice-en.pdf" and "Formal notice to pay" in text
+    assert pdf.name == "formal_notice-C00042-en.pdf" and "Formal notice to pay" in text
     [statement] = preview(TEMPLATES, Settings(), tmp_path, letter="statement", lang="de")
     assert "Kontoauszug" in subprocess.run(["pdftotext", str(statement), "-"],
                                            capture_output=True, text=True).stdout
     with pytest.raises(TemplateError, match="no letter 'nope'"):
         preview(TEMPLATES, Settings(), tmp_path, letter="nope")
+    with pytest.raises(TemplateError, match="no language 'xx'"):
+        preview(TEMPLATES, Settings(), tmp_path, letter="reminder", lang="xx")
 
 
 def test_watch_re_renders_on_save(templates: Path, tmp_path: Path) -> None:

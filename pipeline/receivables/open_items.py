@@ -294,13 +294,22 @@ def allocate(journal: Journal, payment_key: str, numbers: Sequence[str],
     left, currency = int(pays["cents"][0]), str(pays["currency"][0])
     items_ = book.items()
     currencies = dict(items_.select("invoice_number", "currency").iter_rows())
+    pairs = book.return_pairs()
+    if payment_key in set(pairs["credit_key"]):
+        raise ValueError(f"payment {payment_key} was returned by the payer's bank: its money "
+                         "is gone")
+    given = book.allocations()
     if left > 0:
         room = dict(book.open().select("invoice_number", "cents").iter_rows())
         what = "not an open item"
-    else:  # a return: what each invoice was paid, to be taken back
-        room = dict(book.allocations().group_by("invoice_number").agg(
+    else:  # a return: what the credit it took back paid (any paid invoice, if unknown)
+        credit = pairs.filter(pl.col("return_key") == payment_key)["credit_key"].to_list()
+        if credit:
+            given = given.filter(pl.col("payment_key").is_in(credit))
+        room = dict(given.group_by("invoice_number").agg(
             pl.col("cents").sum()).filter(pl.col("cents") > 0).iter_rows())
-        what = "paid nothing a return could take back"
+        what = ("not paid by the credit this return took back" if credit
+                else "paid nothing a return could take back")
     granted: list[tuple[str, int]] = []
     for number in numbers:
         if number not in room:
