@@ -379,7 +379,9 @@ def test_a_return_takes_back_a_credit_of_its_currency_and_account() -> None:
                          "end_to_end_id": ["1"], "currency": ["USD"], "debtor_iban": ["FR1"]})
     assert pair_returns(credits, back).rows() == [("R", "USD")]
     other = back.with_columns(currency=pl.lit("EUR"), debtor_iban=pl.lit("FR2"))
-    assert pair_returns(credits, other).rows() == [("R", "OTHER")]
+    assert pair_returns(credits, other).rows() == [("R", "OTHER")]  # its own account first
+    elsewhere = back.with_columns(currency=pl.lit("EUR"), debtor_iban=pl.lit("FR9"))
+    assert pair_returns(credits, elsewhere).height == 1  # none of its account: any in EUR
 
 
 def test_payments_alike_without_a_bank_reference_are_both_kept(tmp_path) -> None:

@@ -162,9 +162,9 @@ def _one_customer(ibans: pl.DataFrame) -> pl.DataFrame:
 def pair_returns(credits: pl.DataFrame, returns: pl.DataFrame) -> pl.DataFrame:
     """Which credit each return takes back: ``return_key``, ``credit_key``.
 
-    A return names the credit by its end-to-end id and amount, in the same currency and,
-    when both sides show one, from the same account; when several credits qualify (monthly
-    direct debits under one mandate reference), it takes the latest one before it that no
+    A return names the credit by its end-to-end id and amount, in the same currency; when
+    several credits qualify (monthly direct debits under one mandate reference), it takes
+    one from its own account if there is one, and of those the latest before it that no
     earlier return took.
 
     Args:
@@ -175,6 +175,8 @@ def pair_returns(credits: pl.DataFrame, returns: pl.DataFrame) -> pl.DataFrame:
     pairs: list[tuple[str, str]] = []
     extra = [c for c in ("currency", "debtor_iban") if c in credits.columns
              and c in returns.columns]
+    same_account = (pl.col("debtor_iban") == pl.col("debtor_iban_back")).fill_null(False) \
+        if "debtor_iban" in extra else pl.lit(False)
     if returns.height and credits.height:
         candidates = (returns.filter(pl.col("end_to_end_id").is_not_null())
                       .select(pl.col("key").alias("return_key"), "end_to_end_id",
@@ -187,9 +189,11 @@ def pair_returns(credits: pl.DataFrame, returns: pl.DataFrame) -> pl.DataFrame:
                             on=["end_to_end_id", "amount"])
                       .filter(pl.col("value_date") <= pl.col("returned_on"))
                       .filter(*(pl.col(f"{c}_back").is_null() | pl.col(c).is_null()
-                                | (pl.col(c) == pl.col(f"{c}_back")) for c in extra))
-                      .sort(["returned_on", "return_key", "value_date", "credit_key"],
-                            descending=[False, False, True, True]))
+                                | (pl.col(c) == pl.col(f"{c}_back"))
+                                for c in extra if c == "currency"))
+                      .with_columns(same_account=same_account)
+                      .sort(["returned_on", "return_key", "same_account", "value_date",
+                             "credit_key"], descending=[False, False, True, True, True]))
         taken: set[str] = set()
         done: set[str] = set()
         for ret, credit in candidates.select("return_key", "credit_key").iter_rows():
