@@ -72,7 +72,9 @@ def test_a_statement_written_by_hand_reads_with_the_right_amounts_and_references
     (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"EUR\">"
                          b"99999999999999999999.99</Amt>"), "entry 2 TxDtls 3: Amt '9+"),
     (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"eur\">300.10</Amt>"),
-     "entry 2 TxDtls 3: Amt Ccy 'eur' is not an ISO 4217 currency"),
+     "entry 2 TxDtls 3: Amt Ccy 'eur' is not an ISO 4217 currency in use"),
+    (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"FRF\">300.10</Amt>"),
+     "entry 2 TxDtls 3: Amt Ccy 'FRF' is not an ISO 4217 currency in use"),
     (lambda x: x.replace(b"<Amt Ccy=\"EUR\">300.10</Amt>", b"<Amt Ccy=\"USD\">300.10</Amt>"),
      "entry 2 TxDtls 3: Amt in USD, its entry in EUR"),
 ])

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from babel.numbers import list_currencies
+from babel.core import get_global
+from babel.numbers import get_territory_currencies
 from lxml import etree
 
 from pipeline.errors import PipelineError
@@ -33,7 +34,10 @@ _RETURN_CODES = {"RRTN", "RPCR", "UPDD", "PRDD", "RCDD", "ARET", "DDRJ"}
 # An ISO 20022 amount as a payment carries it: digits, at most two decimals, no exponent,
 # at most 16 digits before the point (the schema's 18 in all).
 _AMOUNT = re.compile(r"\d{1,16}(\.\d{1,2})?")
-_CURRENCIES = frozenset(list_currencies())
+# Currencies some territory uses (CLDR, as Babel ships it): not a historical code (FRF),
+# a test code (XTS, XXX) or a metal (XAU), which no invoice can be paid in.
+_CURRENCIES = frozenset(code for territory in get_global("territory_currencies")
+                        for code in get_territory_currencies(territory, date(2026, 1, 1)))
 
 
 class StatementError(PipelineError):
@@ -126,7 +130,7 @@ def _amount(node: etree._Element, where: str) -> tuple[Decimal, str]:
     if not currency:
         raise ValueError(f"{where}: Amt has no Ccy")
     if currency not in _CURRENCIES:
-        raise ValueError(f"{where}: Amt Ccy {currency[:10]!r} is not an ISO 4217 currency")
+        raise ValueError(f"{where}: Amt Ccy {currency[:10]!r} is not an ISO 4217 currency in use")
     return Decimal(text), currency
 
 
