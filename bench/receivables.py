@@ -41,7 +41,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.receivables.aging import aged_balance, kpis, open_amounts, open_as_of
-from pipeline.receivables.camt import read_statement
+from pipeline.receivables.camt import payment_frame, read_statement
 from pipeline.receivables.matching import PASSES, match
 from pipeline.receivables.open_items import item_rows
 from pipeline.receivables.sample import TRUTH_FILE, generate_statements
@@ -51,14 +51,7 @@ from pipeline.sample import generate_extract
 def _payments(folder: Path) -> pl.DataFrame:
     found = [p for f in sorted(folder.glob("*.xml"))
              for s in read_statement(f.read_bytes(), str(f)) for p in s.payments]
-    return pl.DataFrame({
-        "key": [p.key for p in found], "cents": [int(p.amount * 100) for p in found],
-        "value_date": [p.value_date for p in found],
-        "debtor_name": [p.debtor_name for p in found],
-        "debtor_iban": [p.debtor_iban for p in found],
-        "creditor_reference": [p.creditor_reference for p in found],
-        "remittance": [p.remittance for p in found],
-        "end_to_end_id": [p.end_to_end_id for p in found]}).sort("value_date", "key")
+    return payment_frame(found).sort("value_date", "key")
 
 
 def _generate(work: Path, invoices: int) -> None:

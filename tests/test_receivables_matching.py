@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.ingest import load_extract
 from pipeline.receivables.aging import open_amounts
-from pipeline.receivables.camt import read_statement
+from pipeline.receivables.camt import payment_frame, read_statement
 from pipeline.receivables.matching import PASSES, match, name_key
 from pipeline.receivables.open_items import item_rows
 from pipeline.receivables.sample import TRUTH_FILE, generate_statements
@@ -269,14 +269,7 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
     generate_statements(work / "extract", work / "statements", seed=2026)
     found = [p for f in sorted((work / "statements").glob("*.xml"))
              for s in read_statement(f.read_bytes(), str(f)) for p in s.payments]
-    payments = pl.DataFrame({
-        "key": [p.key for p in found], "cents": [int(p.amount * 100) for p in found],
-        "value_date": [p.value_date for p in found],
-        "debtor_name": [p.debtor_name for p in found],
-        "debtor_iban": [p.debtor_iban for p in found],
-        "creditor_reference": [p.creditor_reference for p in found],
-        "remittance": [p.remittance for p in found],
-        "end_to_end_id": [p.end_to_end_id for p in found]})
+    payments = payment_frame(found)
     return work, payments
 
 

@@ -25,7 +25,6 @@ from pipeline.receivables.letters import (
     LetterRenderer,
     Recipient,
     check_letter_templates,
-    letter_html,
     render_letter,
 )
 from pipeline.receivables.statements import CustomerStatement, statement_for, statements_for
@@ -236,7 +235,8 @@ def test_statement_pdf(lang, words, tmp_path) -> None:
 
 
 def test_customer_data_is_escaped(letters) -> None:
-    html = letter_html(letters[1], recipient("fr"), SETTINGS)
+    html = LetterRenderer(SETTINGS.render.templates_dir).html(letters[1], recipient("fr"),
+                                                             SETTINGS.seller)
     assert "<b>Évil" not in html
     assert "&lt;b&gt;Évil &amp; Co&lt;/b&gt;" in html
 

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+import polars as pl
 from babel.core import get_global
 from babel.numbers import get_territory_currencies
 from lxml import etree
 
 from pipeline.errors import PipelineError
 
-__all__ = ["BankPayment", "Statement", "StatementError", "read_statement"]
+__all__ = ["BankPayment", "Statement", "StatementError", "read_statement", "payment_frame"]
 
 # Bank transaction codes (ISO 20022 external code list) of a return or a reversal.
 _RETURN_CODES = {"RRTN", "RPCR", "UPDD", "PRDD", "RCDD", "ARET", "DDRJ"}
@@ -250,3 +251,19 @@ def read_statement(data: bytes, source: str) -> list[Statement]:
     if not statements:
         raise StatementError(f"{source}: no Stmt in the file")
     return statements
+
+
+def payment_frame(found: list[BankPayment]) -> pl.DataFrame:
+    """Payments as matching takes them (``matching.match``), money in integer cents."""
+    return pl.DataFrame({
+        "key": [p.key for p in found], "cents": [int(p.amount * 100) for p in found],
+        "value_date": [p.value_date for p in found],
+        "debtor_name": [p.debtor_name for p in found],
+        "debtor_iban": [p.debtor_iban for p in found],
+        "creditor_reference": [p.creditor_reference for p in found],
+        "remittance": [p.remittance for p in found],
+        "end_to_end_id": [p.end_to_end_id for p in found]},
+        schema={"key": pl.String(), "cents": pl.Int64(), "value_date": pl.Date(),
+                "debtor_name": pl.String(), "debtor_iban": pl.String(),
+                "creditor_reference": pl.String(), "remittance": pl.String(),
+                "end_to_end_id": pl.String()})

@@ -38,7 +38,7 @@ from pipeline.render.engine import DETERMINISTIC_EPOCH, AssetOnlyFetcher
 from pipeline.render.templates import TemplateSet, make_environment, render_template
 from pipeline.settings import DunningLevel, SellerSettings, Settings
 
-__all__ = ["Recipient", "LetterRenderer", "render_letter", "letter_html", "template_name",
+__all__ = ["Recipient", "LetterRenderer", "render_letter", "template_name",
            "check_letter_templates", "sample_letter", "sample_statement", "SAMPLE_RECIPIENT",
            "PDF_VARIANT"]
 
@@ -163,20 +163,6 @@ class LetterRenderer:
 @functools.lru_cache(maxsize=4)
 def _renderer(templates_dir: Path) -> LetterRenderer:
     return LetterRenderer(templates_dir)
-
-
-def letter_html(letter: DunningLetter | CustomerStatement, customer: Recipient,
-                settings: Settings, lang: str | None = None) -> str:
-    """The HTML of a letter or statement, for previews.
-
-    Args:
-        letter: a dunning letter or a customer statement.
-        customer: the customer's name, address, language and brand.
-        settings: the templates folder (``render.templates_dir``) and the seller.
-        lang: the language to write in; the customer's by default.
-    """
-    renderer = _renderer(settings.render.templates_dir.resolve())
-    return renderer.html(letter, customer, settings.seller, lang)
 
 
 def render_letter(letter: DunningLetter | CustomerStatement, customer: Recipient,
